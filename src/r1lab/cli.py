@@ -1,0 +1,99 @@
+"""The `r1lab` command line. Heavy imports happen inside commands so `r1lab --help` stays instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from r1lab.errors import UserError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Post-training recipes: SFT, then RL.")
+models_app = typer.Typer(no_args_is_help=True, help="Pull, list and inspect models.")
+data_app = typer.Typer(no_args_is_help=True, help="Make built-in task data.")
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. optim.lr=1e-5")]
+Resume = Annotated[bool, typer.Option("--resume", help="continue from the newest complete checkpoint")]
+
+
+def _stage_config(kind: str, config: Path, overrides: list[str] | None, resume: bool):
+    from r1lab.config import STAGE_KINDS, apply_overrides, load_yaml, validate
+
+    data = apply_overrides(load_yaml(config), (overrides or []) + (["train.resume=true"] if resume else []))
+    data.setdefault("kind", kind)
+    if data["kind"] != kind:
+        raise UserError(
+            f"this config is for a {data['kind']!r} stage",
+            where=str(config),
+            fix=f"use `r1lab {data['kind']}`",
+        )
+    return validate(STAGE_KINDS[kind], data, config)
+
+
+@app.command()
+def sft(config: Path, overrides: Overrides = None, resume: Resume = False) -> None:
+    """Supervised fine-tuning (full or LoRA) from a YAML config."""
+    from r1lab.stages.sft import run_sft
+
+    out = run_sft(_stage_config("sft", config, overrides, resume))
+    console.print(f"[green]done[/green]: model in {out}")
+
+
+@app.command()
+def rl(config: Path, overrides: Overrides = None, resume: Resume = False) -> None:
+    """Reinforcement learning with verifiable rewards (GRPO family) from a YAML config."""
+    from r1lab.stages.rl import run_rl
+
+    out = run_rl(_stage_config("rl", config, overrides, resume))
+    console.print(f"[green]done[/green]: model in {out}")
+
+
+@models_app.command("pull")
+def models_pull(name: str = "smollm2-135m-instruct", force: bool = False) -> None:
+    """Fetch a named default model into the cache ($R1LAB_HOME) as a safetensors HF folder."""
+    from r1lab.models import pull
+
+    console.print(f"{name}: {pull(name, force=force)}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the named default models and whether each is cached."""
+    from rich.table import Table
+
+    from r1lab.models import list_models
+
+    table = Table("name", "cached", "source")
+    for row in list_models():
+        table.add_row(row["name"], "yes" if row["cached"] else "no", row["source"])
+    Console().print(table)
+
+
+@models_app.command("info")
+def models_info(model: str) -> None:
+    """Show architecture, size and chat template of a model (name, folder, .gguf or hub id)."""
+    from r1lab.models import model_info
+
+    for key, value in model_info(model).items():
+        Console().print(f"[bold]{key}[/bold]: {value}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        console.print(f"[bold red]error:[/bold red] {e.render()}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Typed configs for every stage: YAML files with `defaults:` inheritance and dotted `key=value` overrides.
+
+Every section is a pydantic model that forbids unknown keys; a mistake is reported as a `UserError` naming the
+key, the file (and line where it can be found) and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from r1lab.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    merge_on_save: bool = False  # also write a merged full model beside the adapter
+
+
+class ModelConfig(Strict):
+    path: str = "smollm2-135m-instruct"  # named default, local HF folder, .gguf file, or hub id
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # dtype the weights are loaded in
+    trust_remote_code: bool = False
+    lora: LoraConfig | None = None
+    gradient_checkpointing: bool = False
+    chat_template: str | None = None  # a Jinja string or a file path; overrides the tokenizer's own
+    attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
+
+
+class DataConfig(Strict):
+    path: str  # .jsonl/.json/.parquet/.csv file, a folder of them, or a datasets hub name
+    split: str = "train"
+    subset: str | None = None  # datasets config name
+    format: Literal["auto", "messages", "prompt_completion", "prompt", "preference"] = "auto"
+    columns: dict[str, str] = {}  # r1lab name -> column in the data, e.g. {messages: conversations}
+    system_prompt: str | None = None
+    max_length: int = Field(1024, gt=0)  # tokens, prompt + completion
+    overlong: Literal["truncate", "drop"] = "truncate"
+    limit: int | None = Field(None, gt=0)  # use only the first N examples
+    shuffle: bool = True
+    eval_path: str | None = None  # held-out file; else eval_fraction of the training data
+    eval_fraction: float = Field(0.0, ge=0, lt=1)
+
+
+class OptimConfig(Strict):
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)  # used when warmup_steps is 0
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)  # None: no clipping
+
+
+ReportTo = Literal["tensorboard", "wandb", "mlflow", "trackio"]
+
+
+class TrainConfig(Strict):
+    """The loop settings every training stage shares."""
+
+    output_dir: str = "runs/default"
+    seed: int = 42
+    batch_size: int = Field(8, gt=0)  # sequences per process per micro-batch
+    grad_accum: int = Field(1, gt=0)  # micro-batches per optimizer step
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)  # optimizer steps; takes precedence over epochs
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # autocast; "auto": bf16 where supported
+    log_every: int = Field(1, gt=0)
+    eval_every: int | None = Field(None, gt=0)
+    save_every: int | None = Field(None, gt=0)
+    save_total_limit: int | None = Field(None, gt=0)  # keep only the newest N step checkpoints
+    resume: bool | Literal["auto"] = False  # "auto": resume when a complete checkpoint exists
+    report_to: list[ReportTo] = []
+
+
+class SFTConfig(Strict):
+    kind: Literal["sft"] = "sft"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig(output_dir="runs/sft")
+    packing: bool = False  # padding-free: several examples per row, block-diagonal attention
+    loss: str = "nll"  # name in r1lab.algorithms.sft_losses
+
+
+class RolloutConfig(Strict):
+    engine: Literal["hf", "vllm"] = "hf"
+    n: int = Field(8, ge=2)  # completions per prompt (the group size G)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)  # 0: off
+    min_p: float = Field(0.0, ge=0, lt=1)
+    max_new_tokens: int = Field(256, gt=0)
+    stop: list[str] = []  # stop strings, besides the tokenizer's EOS
+    batch_size: int | None = Field(None, gt=0)  # prompts per generate call; None: all at once
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # vllm only
+
+
+class RewardSpec(Strict):
+    name: str  # registered name, "package.module:function" or "path/to/file.py:function"
+    weight: float = 1.0
+    kwargs: dict[str, Any] = {}
+    timeout: float = Field(10.0, gt=0)  # seconds per call
+    failure_reward: float = 0.0  # given when the function raises or times out
+
+
+class AlgorithmConfig(Strict):
+    advantage: str = "grpo"  # name in r1lab.algorithms.advantages
+    policy_loss: str = "grpo"  # name in r1lab.algorithms.policy_losses
+    eps_low: float = Field(0.2, ge=0)
+    eps_high: float = Field(0.2, ge=0)
+    beta: float = Field(0.0, ge=0)  # KL weight to the reference; 0: no reference model
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    mu: int = Field(1, gt=0)  # updates per generation batch
+    mask_truncated: bool = False  # no loss on completions cut at max_new_tokens
+    dynamic_sampling: bool = False  # drop groups whose rewards are all equal, refill from next prompts
+    max_refills: int = Field(4, ge=0)  # extra generation rounds allowed per step for dynamic sampling
+
+
+class RLConfig(Strict):
+    kind: Literal["rl"] = "rl"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig  # prompts; other columns (gold answers...) are passed to the rewards
+    optim: OptimConfig = OptimConfig(lr=1e-6, scheduler="constant")
+    train: TrainConfig = TrainConfig(output_dir="runs/rl", batch_size=8)
+    rollout: RolloutConfig = RolloutConfig()
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="math")], min_length=1)
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    prompts_per_step: int = Field(8, gt=0)  # prompts per generation step, across all processes
+    samples_every: int = Field(10, gt=0)  # write sample completions to samples.jsonl every N steps
+    max_bad_steps: int = Field(3, gt=0)  # stop after this many NaN/inf steps in a row
+
+
+class EvalConfig(Strict):
+    task: str | None = None  # built-in task; else data + rewards
+    data: str | None = None
+    rewards: list[RewardSpec] = []
+    split: str = "test"
+    limit: int | None = Field(None, gt=0)
+    n: int = Field(1, gt=0)  # samples per problem for pass@k / maj@k (greedy accuracy is always computed)
+    k: list[int] = [1]
+    temperature: float = Field(0.7, ge=0)
+    max_new_tokens: int = Field(256, gt=0)
+    batch_size: int = Field(32, gt=0)
+    system_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _task_or_data(self) -> EvalConfig:
+        if not self.task and not self.data:
+            raise ValueError("eval needs either `task` (a built-in task) or `data` with `rewards`")
+        if any(k > self.n for k in self.k):
+            raise ValueError(f"every k in {self.k} must be <= n ({self.n})")
+        return self
+
+
+StageConfig = Annotated[Union[SFTConfig, RLConfig], Field(discriminator="kind")]  # noqa: UP007
+STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig}
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, resolving `defaults:` (a path or list of paths, relative to the file)."""
+    path = Path(path).expanduser().resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise UserError(
+            "config files inherit from each other in a cycle", where=chain, fix="remove one `defaults:`"
+        )
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}", fix="check the path")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(
+            f"invalid YAML: {getattr(e, 'problem', e)}", where=where, fix="fix the YAML syntax"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError("a config file must hold a mapping of keys", where=str(path))
+    parents = data.pop("defaults", None) or []
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged = deep_merge(merged, load_yaml(path.parent / parent, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted `a.b.c=value` overrides; values are parsed as YAML (`1e-5`, `true`, `[a, b]`)."""
+    data = deep_merge({}, data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {item!r} is not of the form key=value", fix="e.g. optim.lr=1e-5")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {} if child is None else child
+            if not isinstance(child, dict):
+                raise UserError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def validate(model_cls: type[M], data: dict[str, Any], source: str | Path | None = None) -> M:
+    """Validate `data` into `model_cls`, turning pydantic's errors into one readable `UserError`."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        lines = [_describe(model_cls, err, source) for err in e.errors()]
+        where = str(source) if source else None
+        raise UserError("invalid config:\n" + "\n".join(lines), where=where) from None
+
+
+def load_config(model_cls: type[M], path: str | Path, overrides: list[str] | None = None) -> M:
+    data = apply_overrides(load_yaml(path), overrides or [])
+    return validate(model_cls, data, path)
+
+
+def dump_config(cfg: BaseModel, path: str | Path) -> None:
+    """Write the resolved config (every default filled in) as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def _describe(model_cls: type[BaseModel], err: Any, source: str | Path | None) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        valid = _fields_at(model_cls, err["loc"][:-1])
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(sorted(valid))}"
+        return f"  - unknown key {loc!r}{_line_of(source, key)}: {hint}"
+    return f"  - {loc or '(top level)'}{_line_of(source, str(err['loc'][-1]) if err['loc'] else '')}: {err['msg']}"
+
+
+def _fields_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model found at `loc` (walking through Optional, list and union fields)."""
+    current: Any = model_cls
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        candidates = [m for m in _models_in(current) if part in m.model_fields]
+        if not candidates:
+            candidates = [m for m in _models_in(current) if m.model_config.get("title") == part]
+        if not candidates:
+            return []
+        current = candidates[0].model_fields[part].annotation
+    return sorted({name for m in _models_in(current) for name in m.model_fields})
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (Union, types.UnionType, list, tuple, Annotated, dict):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _line_of(source: str | Path | None, key: str) -> str:
+    if not source or not key or not Path(source).is_file():
+        return ""
+    for number, line in enumerate(Path(source).read_text().splitlines(), start=1):
+        if re.match(rf"\s*-?\s*{re.escape(key)}\s*:", line):
+            return f" (line {number})"
+    return ""
