@@ -1,0 +1,116 @@
+"""Advantage estimators for group-sampled RL (GRPO family): name -> fn(rewards, group_ids) -> advantages.
+
+Every estimator takes `rewards: Tensor[N]` (one scalar per completion; NaN where no reward function gave a
+score) and `group_ids: LongTensor[N]` (completions of the same prompt share an id; any integer values, groups
+may have unequal sizes, e.g. after dynamic-sampling filters). All work is vectorised with `index_add_`.
+
+NaN rewards are left out of every statistic and get advantage 0, so they give no gradient.
+A group with a single valid reward has std 0 and advantage 0 (nothing to compare against).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from r1lab.registry import Registry
+
+AdvantageFn = Callable[[Tensor, Tensor], Tensor]
+ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
+
+GRPO_EPS = 1e-4  # added to the std; TRL uses the same value
+
+
+@dataclass(frozen=True)
+class _GroupStats:
+    """Per-row view of its group's statistics (float64), computed over valid (non-NaN) rewards only."""
+
+    rewards: Tensor  # NaN replaced by 0
+    valid: Tensor  # bool [N]
+    count: Tensor  # valid rewards in the row's group
+    mean: Tensor
+    std: Tensor  # Bessel-corrected; 0 for groups with < 2 valid rewards
+
+
+def _check(rewards: Tensor, group_ids: Tensor) -> None:
+    if rewards.dim() != 1 or group_ids.shape != rewards.shape:
+        raise ValueError(
+            f"rewards and group_ids must be 1-D of equal length, got {tuple(rewards.shape)} "
+            f"and {tuple(group_ids.shape)}"
+        )
+
+
+def _group_stats(rewards: Tensor, group_ids: Tensor) -> _GroupStats:
+    _check(rewards, group_ids)
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
+    valid = ~torch.isnan(rewards)
+    r = torch.where(valid, rewards.double(), 0.0)
+    zeros = torch.zeros(n_groups, dtype=torch.float64, device=rewards.device)
+    count = zeros.index_add(0, inverse, valid.double())
+    mean = zeros.index_add(0, inverse, r) / count.clamp(min=1)
+    dev = torch.where(valid, r - mean[inverse], 0.0)
+    var = zeros.index_add(0, inverse, dev * dev) / (count - 1).clamp(min=1)
+    return _GroupStats(r, valid, count[inverse], mean[inverse], var.sqrt()[inverse])
+
+
+def _finish(adv: Tensor, stats: _GroupStats, like: Tensor) -> Tensor:
+    adv = torch.where(stats.valid, adv, 0.0)
+    return adv.to(like.dtype if like.is_floating_point() else torch.float32)
+
+
+@ADVANTAGES.register("grpo")
+def grpo(rewards: Tensor, group_ids: Tensor) -> Tensor:
+    """A_i = (r_i - mean_g) / (std_g + 1e-4), std with Bessel's correction (DeepSeekMath GRPO)."""
+    s = _group_stats(rewards, group_ids)
+    return _finish((s.rewards - s.mean) / (s.std + GRPO_EPS), s, rewards)
+
+
+@ADVANTAGES.register("dr_grpo")
+def dr_grpo(rewards: Tensor, group_ids: Tensor) -> Tensor:
+    """A_i = r_i - mean_g: no std division, which Dr. GRPO shows biases toward easy/hard prompts."""
+    s = _group_stats(rewards, group_ids)
+    return _finish(s.rewards - s.mean, s, rewards)
+
+
+@ADVANTAGES.register("rloo")
+def rloo(rewards: Tensor, group_ids: Tensor) -> Tensor:
+    """A_i = r_i - mean of the other G-1 valid rewards of the group = G/(G-1) (r_i - mean_g); 0 when G = 1."""
+    s = _group_stats(rewards, group_ids)
+    adv = (s.rewards - s.mean) * s.count / (s.count - 1).clamp(min=1)
+    return _finish(adv, s, rewards)
+
+
+@ADVANTAGES.register("batch_std")
+def batch_std(rewards: Tensor, group_ids: Tensor) -> Tensor:
+    """A_i = (r_i - mean_g) / (std over all valid rewards of the batch + 1e-4) (TRL scale_rewards="batch")."""
+    s = _group_stats(rewards, group_ids)
+    valid = s.rewards[s.valid]
+    std = valid.std() if valid.numel() > 1 else valid.new_zeros(())
+    return _finish((s.rewards - s.mean) / (std + GRPO_EPS), s, rewards)
+
+
+def zero_std_fraction(rewards: Tensor, group_ids: Tensor) -> float:
+    """Fraction of groups whose valid rewards are all equal (incl. groups with < 2 valid rewards).
+
+    Such groups give every completion advantage 0 and so no learning signal; log it to see when a task
+    is too easy or too hard for the policy.
+    """
+    _check(rewards, group_ids)
+    if rewards.numel() == 0:
+        return 0.0
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    n_groups = int(inverse.max()) + 1
+    valid = ~torch.isnan(rewards)
+    r = rewards.double()
+    # max == min over valid rewards; invalid ones are neutralised with +-inf so they never decide either side
+    hi = torch.full((n_groups,), -torch.inf, dtype=torch.float64, device=r.device)
+    lo = torch.full((n_groups,), torch.inf, dtype=torch.float64, device=r.device)
+    hi = hi.scatter_reduce(0, inverse, torch.where(valid, r, -torch.inf), "amax")
+    lo = lo.scatter_reduce(0, inverse, torch.where(valid, r, torch.inf), "amin")
+    count = torch.zeros(n_groups, device=r.device).index_add(0, inverse, valid.float())
+    flat = (count < 2) | (hi == lo)
+    return float(flat.float().mean())
