@@ -1,0 +1,107 @@
+"""Token log-probs and entropies against the naive full log_softmax, and completion alignment on a real model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from r1lab.algorithms.logprobs import (
+    completion_logprobs,
+    concat_prompt_completion,
+    entropy_from_logits,
+    token_logprobs,
+)
+from r1lab.errors import UserError
+
+
+def naive_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return torch.log_softmax(logits.float() / temperature, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("chunk", [1024, 4])  # 4 splits the 3 x 5 positions unevenly
+def test_token_logprobs_match_naive_values_and_gradients(temperature, chunk):
+    logits = (torch.randn(3, 5, 11) * 3).requires_grad_()
+    labels = torch.randint(0, 11, (3, 5))
+    ours = token_logprobs(logits, labels, temperature, chunk=chunk)
+    (g_ours,) = torch.autograd.grad(ours.sum(), logits)
+    ref = naive_logprobs(logits, labels, temperature)
+    (g_ref,) = torch.autograd.grad(ref.sum(), logits)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(g_ours, g_ref)
+
+
+def test_token_logprobs_hand_computed_and_ignore_index():
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3), 0.0]]])  # p = [1/2, 1/2], [3/4, 1/4]
+    out = token_logprobs(logits, torch.tensor([[1, 0]]))
+    torch.testing.assert_close(out, torch.tensor([[math.log(0.5), math.log(0.75)]]))
+    assert token_logprobs(logits, torch.tensor([[-100, 1]]))[0, 0].item() == 0.0
+
+
+def test_bfloat16_logits_are_upcast():
+    logits = torch.randn(2, 4, 50).to(torch.bfloat16)
+    labels = torch.randint(0, 50, (2, 4))
+    out = token_logprobs(logits, labels)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, naive_logprobs(logits, labels))
+
+
+def test_entropy_matches_naive_and_known_values():
+    logits = torch.randn(2, 3, 7) * 2
+    p = torch.softmax(logits / 0.5, -1)
+    naive = -(p * p.log()).sum(-1)
+    torch.testing.assert_close(entropy_from_logits(logits, 0.5, chunk=4), naive)
+    assert entropy_from_logits(torch.zeros(4, 8)).allclose(torch.full((4,), math.log(8)))  # uniform: log V
+    assert entropy_from_logits(torch.tensor([[100.0, 0.0, 0.0]])).item() < 1e-6  # near one-hot: 0
+    # [p = 3/4, 1/4]: H = -(3/4 log 3/4 + 1/4 log 1/4)
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert entropy_from_logits(torch.tensor([math.log(3), 0.0])).item() == pytest.approx(h)
+
+
+def test_zero_temperature_is_a_user_error():
+    with pytest.raises(UserError, match=r"rollout\.temperature"):
+        token_logprobs(torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.long), temperature=0.0)
+
+
+def test_concat_prompt_completion_left_pads_prompts():
+    completion = torch.tensor([[5, 6, 0], [7, 0, 0]])
+    cmask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    ids, attn, pos = concat_prompt_completion([[1, 2, 3], [4]], completion, cmask, pad_token_id=0)
+    assert ids.tolist() == [[1, 2, 3, 5, 6, 0], [0, 0, 4, 7, 0, 0]]
+    assert attn.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0]]
+    assert pos.tolist() == [[0, 1, 2, 3, 4, 4], [0, 0, 0, 1, 1, 1]]
+
+
+def test_completion_logprobs_on_a_batched_padded_forward_match_each_row_alone(tiny_model_dir):
+    """Alignment check on a real model: batch rows [left-padded prompt | right-padded completion]."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, vocab, (n,), generator=g).tolist() for n in (7, 3, 5)]
+    lengths = [4, 6, 1]
+    completion = torch.zeros(3, 6, dtype=torch.long)
+    cmask = torch.zeros(3, 6, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        completion[i, :n] = torch.randint(5, vocab, (n,), generator=g)
+        cmask[i, :n] = 1
+    pad = model.config.pad_token_id
+    ids, attn, pos = concat_prompt_completion(prompts, completion, cmask, pad)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits
+        kept = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=7).logits
+        logp, entropy = completion_logprobs(logits, completion, 0.9, with_entropy=True)
+        logp_kept, _ = completion_logprobs(kept, completion, 0.9)
+        for i, (prompt, n) in enumerate(zip(prompts, lengths, strict=True)):
+            row = torch.tensor([prompt + completion[i, :n].tolist()])
+            alone = model(input_ids=row).logits[0, len(prompt) - 1 : -1]
+            expected = naive_logprobs(alone, completion[i, :n], 0.9)
+            torch.testing.assert_close(logp[i, :n], expected, atol=1e-5, rtol=1e-5)
+            p = torch.softmax(alone / 0.9, -1)
+            torch.testing.assert_close(entropy[i, :n], -(p * p.log()).sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logp_kept, logp)
+    assert logp.shape == entropy.shape == (3, 6) and not entropy.requires_grad
+    with pytest.raises(ValueError, match="at least 7"):
+        completion_logprobs(logits[:, -6:], completion)
