@@ -1,1 +1,47 @@
+"""Generation engines behind one interface: `make_engine(cfg, model, tokenizer).generate(prompts, n, sampling)`.
 
+`hf` runs transformers on CPU or GPU with the training model itself; `vllm` (GPU, optional install) holds its
+own copy of the weights, which the RL loop pushes with `engine.update_weights(model)` after each update.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from r1lab.config import RolloutConfig
+from r1lab.errors import UserError
+from r1lab.rollout.hf import HFEngine
+from r1lab.rollout.sampling import sample_next
+from r1lab.rollout.types import RolloutEngine, Rollouts, SamplingParams, TrainingRows, training_rows
+
+__all__ = [
+    "HFEngine",
+    "RolloutEngine",
+    "Rollouts",
+    "SamplingParams",
+    "TrainingRows",
+    "make_engine",
+    "sample_next",
+    "training_rows",
+]
+
+
+def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer, *, seed: int = 0) -> RolloutEngine:
+    """The engine `cfg.engine` names, generating with `model`'s current weights."""
+    if cfg.engine == "hf":
+        return HFEngine(model, tokenizer, batch_size=cfg.batch_size, seed=seed)
+    if cfg.engine == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError(
+                "rollout.engine is 'vllm' but vllm is not installed",
+                where="rollout.engine",
+                fix="on a CUDA machine: pip install 'r1lab[vllm]'; otherwise set rollout.engine: hf",
+            )
+        from r1lab.rollout.vllm import VLLMEngine
+
+        return VLLMEngine(cfg, model, tokenizer, seed=seed)
+    raise UserError(
+        f"unknown rollout engine {cfg.engine!r}", where="rollout.engine", fix="use 'hf' or 'vllm'"
+    )
