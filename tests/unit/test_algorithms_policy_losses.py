@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from r1lab.algorithms.logprobs import token_logprobs
 from r1lab.algorithms.policy_losses import (
     POLICY_LOSSES,
     LossTotals,
@@ -215,3 +216,40 @@ def test_unknown_loss_lists_the_known_ones():
     assert POLICY_LOSSES.names() == ["dapo", "dr_grpo", "grpo"]
     with pytest.raises(UserError, match="dapo, dr_grpo, grpo"):
         loss_of("ppo", RATIOS.log())
+
+
+def test_entropy_is_logged_as_a_token_sum_and_not_part_of_the_loss():
+    entropy = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 100.0]])  # the masked 100 is left out
+    loss, m = loss_of("dapo", RATIOS.log(), entropy=entropy)
+    torch.testing.assert_close(loss, torch.tensor(EXPECTED["dapo"]))
+    assert m["entropy"].item() == 15.0 and metric_means(m)["entropy"] == 3.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mu_updates_against_rollout_logprobs_stop_at_the_clip(name):
+    """μ > 1: the rollout log-probs stay π_old, so with A > 0 each token's ratio rises until it passes
+    1 + eps_high, after which the clip removes its gradient (the trust region)."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, requires_grad=True)  # a toy policy: free logits per position
+    tokens = torch.randint(0, 6, (2, 4))
+    mask = torch.ones(2, 4)
+    old_logp = token_logprobs(logits, tokens).detach()  # what the rollout engine returned
+    opt = torch.optim.SGD([logits], lr=0.5)
+    totals = LossTotals.from_mask(mask)
+    for _ in range(60):
+        opt.zero_grad()
+        loss, m = compute_policy_loss(
+            name,
+            token_logprobs(logits, tokens),
+            old_logp,
+            torch.ones(2),
+            mask,
+            eps_low=0.2,
+            eps_high=0.28,
+            totals=totals,
+        )
+        loss.backward()
+        opt.step()
+    ratio = (token_logprobs(logits, tokens) - old_logp).exp()
+    assert (ratio > 1.28).all() and (ratio < 2.0).all()  # moved past the clip, then stopped
+    assert metric_means(m)["clip_high"] == 1.0 and logits.grad.abs().max() == 0

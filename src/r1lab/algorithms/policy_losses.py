@@ -86,14 +86,16 @@ def compute_policy_loss(
     ref_logp: Tensor | None = None,
     beta: float = 0.0,
     kl_estimator: str = "k3",
+    entropy: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch, and detached metrics to log.
 
     logp, old_logp, ref_logp, mask: [B, T] over completion tokens; advantages: [B] (or [B, T] per token).
     Metrics are SUMS over this micro-batch's loss tokens plus their count `tokens`: `clip_low` (ρ < 1-eps_low
     with A < 0), `clip_high` (ρ > 1+eps_high with A > 0) and `clip_region` (either; the tokens whose gradient
-    the clip removes), `ratio` (ρ), `kl` (only when a reference is used). Add them up across micro-batches and
-    ranks with `sum_metrics`, then divide by tokens with `metric_means`.
+    the clip removes), `ratio` (ρ), `kl` (only when a reference is used), `entropy` (only when the per-token
+    `entropy` [B, T] is passed; it is logged, not part of the loss). Add them up across micro-batches and ranks
+    with `sum_metrics`, then divide by tokens with `metric_means`.
     """
     aggregate = POLICY_LOSSES.get(name)
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
@@ -101,7 +103,7 @@ def compute_policy_loss(
             f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match"
         )
     m = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype)
+    adv = advantages.detach().to(logp.dtype)
     adv = adv.unsqueeze(-1) if adv.dim() == 1 else adv
     # clamp keeps exp() finite for wildly off-policy tokens (their gradient is clipped or tiny anyway)
     log_ratio = (logp - old_logp.detach()).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
@@ -127,6 +129,8 @@ def compute_policy_loss(
             ratio=(ratio * m).sum(),
             tokens=m.sum(),
         )
+        if entropy is not None:
+            metrics["entropy"] = (entropy.detach() * m).sum()
     return loss, metrics
 
 
