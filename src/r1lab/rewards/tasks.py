@@ -1,0 +1,102 @@
+"""Rewards of the built-in tasks (r1lab.tasks): all read the shared final line `Answer: <x>`.
+
+`arithmetic` exact integer, `countdown` a checked expression (parsed with ast, never eval'd), `ordering` partial
+credit per position, `answer_format` whether the completion ends in an answer line.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from fractions import Fraction
+from typing import Any
+
+from r1lab.rewards.registry import reward
+from r1lab.tasks.base import extract_answer, has_answer_line
+
+_INT = re.compile(r"-?\d+")
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+MAX_EXPRESSION_CHARS = 200  # longer answers are not countdown expressions; also bounds the parse cost
+
+
+def _ints(value: Any) -> list[int]:
+    """A list column as ints: [3, 5] from a JSON list, or "3, 5" from a CSV cell."""
+    if isinstance(value, list | tuple):
+        return [int(v) for v in value]
+    return [int(v) for v in _INT.findall(str(value))]
+
+
+@reward("arithmetic", columns=("answer",), correctness=True)
+def arithmetic_reward(completion: str, *, answer: Any, **_: Any) -> float:
+    """1.0 if the answer line holds the gold integer (thousands separators and spaces ignored), else 0.0."""
+    found = extract_answer(completion)
+    if found is None:
+        return 0.0
+    found = found.replace(",", "").replace(" ", "").rstrip(".")
+    return float(bool(_INT.fullmatch(found)) and int(found) == int(str(answer).strip()))
+
+
+def evaluate_expression(expression: str) -> tuple[Fraction, list[int]] | None:
+    """Exact value and the numbers used of an expression of integers, + - * / and parentheses.
+
+    None when the text is anything else (names, calls, powers, unary minus) or divides by zero.
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return None
+    try:
+        tree = ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval")
+    except SyntaxError:
+        return None
+    used: list[int] = []
+
+    def value(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            used.append(node.value)
+            return Fraction(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            left, right = value(node.left), value(node.right)
+            op = _OPS[type(node.op)]
+            if op == "/":
+                return left / right  # ZeroDivisionError handled below
+            return left + right if op == "+" else left - right if op == "-" else left * right
+        raise ValueError(f"not allowed in a countdown expression: {ast.dump(node)}")
+
+    try:
+        return value(tree.body), used
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+@reward("countdown", columns=("numbers", "target"), correctness=True)
+def countdown_reward(completion: str, *, numbers: Any, target: Any, **_: Any) -> float:
+    """1.0 if the answer is an expression that uses only the given numbers, each at most once, and equals
+    the target; "expr = target" is accepted. 0.0 otherwise."""
+    found = extract_answer(completion)
+    if found is None:
+        return 0.0
+    result = evaluate_expression(found.split("=")[0].strip())
+    if result is None:
+        return 0.0
+    total, used = result
+    if Counter(used) - Counter(_ints(numbers)):  # a number not given, or used more often than given
+        return 0.0
+    return float(total == int(target))
+
+
+@reward("ordering", columns=("answer",), correctness=True)
+def ordering_reward(completion: str, *, answer: Any, **_: Any) -> float:
+    """Partial credit: the fraction of positions holding the gold number (1.0 = sorted); extra numbers count
+    as wrong positions, so listing more than asked never helps."""
+    gold = _ints(answer)
+    found = extract_answer(completion)
+    if found is None or not gold:
+        return 0.0
+    given = _ints(found)
+    return sum(g == x for g, x in zip(gold, given, strict=False)) / max(len(gold), len(given))
+
+
+@reward("answer_format")
+def answer_format_reward(completion: str, **_: Any) -> float:
+    """1.0 if the completion's last non-empty line is `Answer: <something>` (the built-in tasks' format)."""
+    return float(has_answer_line(completion))
