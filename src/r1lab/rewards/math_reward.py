@@ -1,0 +1,120 @@
+"""Math answers: `math` (symbolic equivalence through math-verify) and `numeric` (a number within a tolerance)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+from typing import Any
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+from r1lab.errors import UserError
+from r1lab.rewards.extract import (
+    answer_region,
+    final_answer,
+    last_boxed,
+    last_number,
+    normalize,
+    parse_number,
+)
+from r1lab.rewards.registry import answer_column, reward
+
+_CONFIGS = (LatexExtractionConfig(), ExprExtractionConfig())
+_MATHY = re.compile(r"[\d\\^_{}()\[\]=+\-*/]")
+
+
+def _signal_timeout(seconds: int) -> int | None:
+    # math-verify times out with SIGALRM, which only works in the main thread; elsewhere the runner's worker
+    # process deadline is the only guard.
+    return seconds if threading.current_thread() is threading.main_thread() else None
+
+
+def gold_text(gold: Any) -> str | None:
+    """The gold answer as text; for GSM8K-style solutions, the part after the last '####'."""
+    if gold is None:
+        return None
+    text = str(gold).strip()
+    if "####" in text:
+        text = text.rsplit("####", 1)[1].strip()
+    return text or None
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(text: str, timeout: int) -> list:
+    # A bare gold such as "\frac12" or "(1,2)" only parses inside math delimiters, so try those next; but
+    # not for plain words, which math-verify would read as a product of symbols ("blue" -> b*l*u*e).
+    looks_math = _MATHY.search(text) is not None
+    for candidate in (text, f"${text}$", f"\\boxed{{{text}}}") if looks_math else (text,):
+        parsed = parse(candidate, extraction_config=_CONFIGS, parsing_timeout=_signal_timeout(timeout))
+        if parsed:
+            return parsed
+    return []
+
+
+def _check_timeout(kwargs: dict[str, Any]) -> None:
+    value = kwargs.get("timeout", 3)
+    if not isinstance(value, int) or value < 1:
+        raise UserError(
+            f"math reward: timeout must be a whole number of seconds >= 1, got {value!r}",
+            where="rewards[].kwargs.timeout",
+            fix="e.g. timeout: 3 (math-verify's own limit per parse/verify; the spec's timeout bounds the call)",
+        )
+
+
+@reward("math", columns=answer_column, correctness=True, check=_check_timeout)
+def math_reward(
+    completion: str, *, answer_key: str = "answer", timeout: int = 3, **columns: Any
+) -> float | None:
+    """1.0 if the completion's final answer is mathematically equal to the gold answer, else 0.0.
+
+    The answer is the last \\boxed{} (inside the last <answer> block when there is one); without a box,
+    math-verify looks for "final answer is" / "Answer:" and then the last expression. None when there is no gold.
+    """
+    gold = gold_text(columns.get(answer_key))
+    if gold is None:
+        return None
+    region = answer_region(completion)
+    boxed = last_boxed(region)
+    target = f"\\boxed{{{boxed}}}" if boxed is not None else region
+    gold_parsed = _parse_gold(gold, timeout)
+    if not gold_parsed:  # not math (e.g. a word): fall back to normalised text equality
+        return float(normalize(final_answer(completion)) == normalize(gold))
+    pred = parse(target, extraction_config=_CONFIGS, parsing_timeout=_signal_timeout(timeout))
+    if not pred:
+        return 0.0
+    return float(verify(gold_parsed, pred, timeout_seconds=_signal_timeout(timeout)))
+
+
+def _check_tolerance(kwargs: dict[str, Any]) -> None:
+    for key in ("tol", "rel_tol"):
+        value = kwargs.get(key, 0.0)
+        if not isinstance(value, int | float) or value < 0:
+            raise UserError(
+                f"numeric reward: {key} must be a number >= 0, got {value!r}",
+                where=f"rewards[].kwargs.{key}",
+                fix=f"e.g. {key}: 1e-6",
+            )
+
+
+@reward("numeric", columns=answer_column, correctness=True, check=_check_tolerance)
+def numeric_reward(
+    completion: str, *, answer_key: str = "answer", tol: float = 1e-6, rel_tol: float = 0.0, **columns: Any
+) -> float | None:
+    """1.0 if |answer - gold| <= max(tol, rel_tol * |gold|), else 0.0.
+
+    The answer is the boxed / "Answer:" / <answer> value when it is a number, else the last number in the
+    answer region. None when there is no gold; a gold that is not a number raises (counted as a failure).
+    """
+    text = gold_text(columns.get(answer_key))
+    if text is None:
+        return None
+    gold = parse_number(text)
+    if gold is None:
+        raise ValueError(f"gold answer {text!r} in column {answer_key!r} is not a number")
+    pred = parse_number(final_answer(completion))
+    if pred is None:
+        pred = last_number(answer_region(completion))
+    if pred is None:
+        return 0.0
+    return float(abs(pred - gold) <= max(tol, rel_tol * abs(gold)))

@@ -1,0 +1,170 @@
+"""Reward calls in a child process, so that a hanging or crashing function can be killed without losing the run.
+
+A Python function stuck in a loop cannot be stopped from a thread, so the calls run in one long-lived worker
+process. The parent sends a whole batch at once; the worker answers call by call, in order, so the parent knows
+which call is late: past its deadline the worker is killed, that call fails, and a fresh worker takes the rest.
+One message per call keeps the overhead at microseconds per call, not a process per sample.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import numbers
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from r1lab.config import RewardSpec
+from r1lab.rewards.loader import LoadedReward, load_reward
+
+Call = tuple[int, int]  # (reward index, sample index); sample -1: the whole batch of a batched reward
+# (reward, sample, status, payload): status "ok" (payload: float | None, or for a batched reward a list of
+# ("ok" | "fail", value) per sample), "fail" (payload: error message) or "badlen" (payload: message).
+Result = tuple[int, int, str, Any]
+Batch = tuple[list[str], list[str], list[dict[str, Any]]]  # completions, prompts, columns
+
+
+def check_value(label: str, value: Any) -> float | None:
+    """A reward value as float or None; any other type (or NaN/inf) is the function's mistake."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"reward {label!r} returned {number}; it must return a finite float or None")
+        return number
+    raise TypeError(
+        f"reward {label!r} returned a {type(value).__name__} ({str(value)[:60]!r}); it must return a float or None"
+    )
+
+
+def evaluate(reward: LoadedReward, call: Call, batch: Batch) -> Result:
+    """Run one call, catching whatever the user function does wrong."""
+    r, i = call
+    completions, prompts, columns = batch
+    try:
+        if i >= 0:
+            row = {k: v for k, v in columns[i].items() if k not in ("completion", "prompt")}
+            return r, i, "ok", check_value(reward.label, reward(completions[i], prompt=prompts[i], **row))
+        keys = set().union(*columns) - {"completion", "prompts"} if columns else set()
+        lists = {k: [c.get(k) for c in columns] for k in keys}
+        values = reward(completions, prompts=prompts, **lists)
+        if not isinstance(values, Sequence) and not hasattr(values, "tolist"):
+            raise TypeError(f"batched reward {reward.label!r} returned a {type(values).__name__}, not a list")
+        values = values.tolist() if hasattr(values, "tolist") else list(values)
+        if len(values) != len(completions):
+            message = f"batched reward {reward.label!r} returned {len(values)} values for {len(completions)}"
+            return r, i, "badlen", message
+        return r, i, "ok", [_checked(reward.label, v) for v in values]
+    except BaseException as e:  # a user function may even call sys.exit; the sample fails, the run goes on
+        return r, i, "fail", f"{type(e).__name__}: {e}"
+
+
+def _checked(label: str, value: Any) -> tuple[str, Any]:
+    try:
+        return "ok", check_value(label, value)
+    except (TypeError, ValueError) as e:
+        return "fail", f"{type(e).__name__}: {e}"
+
+
+def _serve(conn: Any, specs: list[RewardSpec], rewards: list[LoadedReward] | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if rewards is None:  # spawned, not forked: load the functions again here
+        try:
+            rewards = [load_reward(s) for s in specs]
+        except BaseException as e:
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+            return
+    conn.send(("ready", None))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        batch, calls = job
+        for call in calls:
+            conn.send(evaluate(rewards[call[0]], call, batch))
+
+
+class Worker:
+    """One reward process. `run` yields results in call order; a call past its deadline yields a failure."""
+
+    STARTUP_TIMEOUT = 120.0  # seconds; a spawned worker imports r1lab and the reward modules first
+
+    def __init__(self, rewards: list[LoadedReward]) -> None:
+        self.rewards = rewards
+        # fork is fast and inherits the loaded functions; spawn (macOS, Windows) reloads them in the child.
+        self.ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        self.process: Any = None
+        self.conn: Any = None
+        self.restarts = 0
+
+    def _start(self) -> None:
+        parent, child = self.ctx.Pipe()
+        forked = self.ctx.get_start_method() == "fork"
+        args = (child, [r.spec for r in self.rewards], self.rewards if forked else None)
+        self.process = self.ctx.Process(target=_serve, args=args, daemon=True, name="r1lab-rewards")
+        self.process.start()
+        child.close()
+        self.conn = parent
+        if not parent.poll(self.STARTUP_TIMEOUT):
+            self.kill()
+            raise RuntimeError("the reward worker process did not start")
+        status, message = parent.recv()
+        if status != "ready":
+            self.kill()
+            raise RuntimeError(f"the reward worker could not load the reward functions: {message}")
+
+    def run(self, batch: Batch, calls: list[Call]) -> list[Result]:
+        results: list[Result] = []
+        pending = calls
+        try:
+            while pending:
+                if self.process is None:
+                    self._start()
+                self.conn.send((batch, pending))
+                done = self._collect(pending, results)
+                pending = pending[done:]
+        except BaseException:
+            self.kill()  # mid-batch, its queued answers would be read as the next batch's
+            raise
+        return results
+
+    def _collect(self, pending: list[Call], results: list[Result]) -> int:
+        """Read answers for `pending`; return how many calls are settled (all, or up to a dead/late one)."""
+        for k, (r, i) in enumerate(pending):
+            timeout = self.rewards[r].spec.timeout
+            if self.conn.poll(timeout):
+                try:
+                    results.append(self.conn.recv())
+                    continue
+                except (EOFError, OSError):
+                    self.process.join(1)
+                    failure = f"the reward process died (exit code {self.process.exitcode})"
+            else:
+                failure = f"TimeoutError: no result after {timeout:g}s"
+            results.append((r, i, "fail", failure))
+            self.kill()
+            self.restarts += 1
+            return k + 1
+        return len(pending)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.join()
+            self.conn.close()
+        self.process = self.conn = None
+
+    def close(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            try:
+                self.conn.send(None)
+                self.process.join(1)
+            except OSError:
+                pass
+        self.kill()
