@@ -54,6 +54,28 @@ def rl(config: Path, overrides: Overrides = None, resume: Resume = False) -> Non
     console.print(f"[green]done[/green]: model in {out}")
 
 
+@app.command("run")
+def run_recipe_cmd(
+    recipe: Path,
+    overrides: Overrides = None,
+    from_stage: Annotated[str | None, typer.Option("--from", help="rerun from this stage on")] = None,
+) -> None:
+    """Run a multi-stage recipe (e.g. SFT then RL), evaluating the base model and every stage."""
+    from r1lab.pipeline import run_recipe
+
+    root = run_recipe(recipe, overrides, from_stage)
+    console.print(f"[green]done[/green]: results in {root}")
+
+
+@app.command()
+def compare(recipe: Path, overrides: Overrides = None) -> None:
+    """Run base vs SFT-only vs RL-only vs SFT→RL from an SFT→RL recipe; write results.md and report.html."""
+    from r1lab.compare import compare as run_compare
+
+    root = run_compare(recipe, overrides)
+    console.print(f"[green]done[/green]: {root / 'results.md'} and {root / 'report.html'}")
+
+
 @models_app.command("pull")
 def models_pull(name: str = "smollm2-135m-instruct", force: bool = False) -> None:
     """Fetch a named default model into the cache ($R1LAB_HOME) as a safetensors HF folder."""

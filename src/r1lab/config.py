@@ -175,6 +175,30 @@ class EvalConfig(Strict):
         return self
 
 
+class TaskDataConfig(Strict):
+    """A built-in task whose train/test files a recipe writes into its run folder (see `r1lab data make`)."""
+
+    name: str  # a task in r1lab.tasks
+    train_size: int = Field(2000, gt=0)
+    test_size: int = Field(500, gt=0)
+    seed: int = 0
+    options: dict[str, Any] = {}  # the task's own knobs, e.g. digits
+
+
+class RecipeConfig(Strict):
+    """An ordered list of stages; each stage's output model is the next stage's input."""
+
+    name: str
+    output_dir: str | None = None  # default: runs/<name>
+    model: ModelConfig = ModelConfig()  # the base model, input of the first stage
+    task: TaskDataConfig | None = (
+        None  # stages without `data` train on this task; eval defaults to its test set
+    )
+    # run on the base model and after every stage; validated as EvalConfig once the task's files are filled in
+    eval: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] = Field(min_length=1)  # each: {name, kind: sft|rl, ...that stage's config}
+
+
 StageConfig = Annotated[Union[SFTConfig, RLConfig], Field(discriminator="kind")]  # noqa: UP007
 STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig}
 

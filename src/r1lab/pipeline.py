@@ -1,0 +1,262 @@
+"""Recipes: ordered stages, each stage's output model is the next stage's input.
+
+A recipe run lives in one folder (`runs/<name>/`): `data/` (task files), one folder per stage, `eval/<label>/`
+per evaluation, and `pipeline.json` recording what finished. Re-running skips finished stages and evaluations
+and resumes an interrupted stage from its newest checkpoint; `from_stage` reruns from a stage on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from r1lab.config import (
+    STAGE_KINDS,
+    EvalConfig,
+    RecipeConfig,
+    RLConfig,
+    SFTConfig,
+    apply_overrides,
+    deep_merge,
+    dump_config,
+    load_yaml,
+    validate,
+)
+from r1lab.errors import UserError
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Stage:
+    name: str
+    config: SFTConfig | RLConfig
+    input: str | None = None  # "base", another stage's name, or None: the previous stage's output
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    return validate(RecipeConfig, apply_overrides(load_yaml(path), overrides or []), path)
+
+
+def run_root(recipe: RecipeConfig) -> Path:
+    return Path(recipe.output_dir or f"runs/{recipe.name}")
+
+
+def write_task_files(recipe: RecipeConfig, root: Path) -> dict[str, Path]:
+    """Write the recipe's task train/test files once (deterministic from the task seed)."""
+    if recipe.task is None:
+        return {}
+    from r1lab.tasks import get_task
+
+    task = get_task(recipe.task.name)
+    files = {}
+    for split, size in (("train", recipe.task.train_size), ("test", recipe.task.test_size)):
+        path = root / "data" / f"{split}.jsonl"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            records = task.generate(size, seed=recipe.task.seed, split=split, **recipe.task.options)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+            tmp.replace(path)
+        files[split] = path
+    return files
+
+
+def resolve_stages(
+    recipe: RecipeConfig, root: Path, files: dict[str, Path], source: Any = None
+) -> list[Stage]:
+    """Turn the recipe's stage entries into validated stage configs (model paths are wired at run time)."""
+    names: set[str] = set()
+    stages = []
+    for index, raw in enumerate(recipe.stages):
+        where = f"{source or 'recipe'}: stages[{index}]"
+        entry = dict(raw)
+        name, kind, source_stage = entry.pop("name", None), entry.get("kind"), entry.pop("input", None)
+        if not name:
+            raise UserError(
+                "a stage has no `name`", where=where, fix="give each stage a unique name, e.g. name: sft"
+            )
+        if kind not in STAGE_KINDS:
+            raise UserError(
+                f"unknown stage kind {kind!r}", where=where, fix=f"use one of: {', '.join(STAGE_KINDS)}"
+            )
+        if name in names:
+            raise UserError(
+                f"two stages are named {name!r}", where=where, fix="give each stage a unique name"
+            )
+        if source_stage not in (None, "base", *names):
+            raise UserError(
+                f"stage {name!r} takes its input from {source_stage!r}, which is not an earlier stage",
+                where=where,
+                fix=f"use `base` or one of: {', '.join(names) or '(no earlier stages)'}",
+            )
+        names.add(name)
+        entry["model"] = deep_merge(recipe.model.model_dump(), entry.get("model", {}))
+        entry["train"] = {**entry.get("train", {}), "output_dir": str(root / name)}
+        if recipe.task is not None:
+            entry = _task_defaults(entry, kind, recipe, files)
+        stages.append(Stage(name, validate(STAGE_KINDS[kind], entry, where), source_stage))
+    return stages
+
+
+def _task_defaults(entry: dict[str, Any], kind: str, recipe: RecipeConfig, files: dict[str, Path]) -> dict:
+    from r1lab.tasks import get_task
+
+    task = get_task(recipe.task.name)
+    data = {"path": str(files["train"]), "system_prompt": task.system_prompt}
+    if kind == "rl":
+        data["format"] = "prompt"
+        entry.setdefault("rewards", [{"name": task.reward}])
+    entry["data"] = {**data, **entry.get("data", {})}
+    return entry
+
+
+def eval_config(recipe: RecipeConfig, files: dict[str, Path]) -> EvalConfig | None:
+    if recipe.eval is None:
+        return None
+    raw = dict(recipe.eval)
+    if recipe.task is not None and not raw.get("task") and not raw.get("data"):
+        from r1lab.tasks import get_task
+
+        task = get_task(recipe.task.name)
+        raw = {
+            "data": str(files["test"]),
+            "rewards": [{"name": task.reward}],
+            "system_prompt": task.system_prompt,
+            **raw,
+        }
+    return validate(EvalConfig, raw, "recipe: eval")
+
+
+class PipelineState:
+    """`pipeline.json`: which stages and evaluations finished, and where each stage's model is."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "pipeline.json"
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.data.setdefault("stages", {})
+        self.data.setdefault("evals", {})
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        tmp.replace(self.path)
+
+    def finished_model(self, stage: str) -> str | None:
+        entry = self.data["stages"].get(stage)
+        if entry and entry.get("status") == "complete" and Path(entry["model"]).is_dir():
+            return entry["model"]
+        return None
+
+    def forget_from(self, names: list[str]) -> None:
+        for name in names:
+            self.data["stages"].pop(name, None)
+            self.data["evals"].pop(name, None)
+
+
+def run_recipe(path: str | Path, overrides: list[str] | None = None, from_stage: str | None = None) -> Path:
+    """Run every stage in order (skipping finished ones), evaluating the base model and each stage's output."""
+    root = execute(load_recipe(path, overrides), path, from_stage)
+    _write_summary(PipelineState(root), root)
+    return root
+
+
+def execute(recipe: RecipeConfig, source: str | Path, from_stage: str | None = None) -> Path:
+    root = run_root(recipe)
+    root.mkdir(parents=True, exist_ok=True)
+    files = write_task_files(recipe, root)
+    stages = resolve_stages(recipe, root, files, source)
+    evaluation = eval_config(recipe, files)
+    dump_config(recipe, root / "recipe.yaml")
+    state = PipelineState(root)
+    if from_stage is not None:
+        _rerun_from(from_stage, stages, state, root)
+
+    outputs = {"base": recipe.model.path}
+    model_path = recipe.model.path
+    _evaluate("base", model_path, evaluation, state, root)
+    for stage in stages:
+        if stage.input is not None:
+            model_path = outputs[stage.input]
+        done = state.finished_model(stage.name)
+        if done:
+            console.print(f"[dim]stage {stage.name}: finished earlier, skipped[/dim]")
+            model_path = done
+        else:
+            model_path = _run_stage(stage, model_path, state)
+        outputs[stage.name] = model_path
+        _evaluate(stage.name, model_path, evaluation, state, root)
+    return root
+
+
+def _rerun_from(from_stage: str, stages: list[Stage], state: PipelineState, root: Path) -> None:
+    names = [s.name for s in stages]
+    if from_stage not in names:
+        raise UserError(f"no stage named {from_stage!r}", fix=f"stages in this recipe: {', '.join(names)}")
+    later = names[names.index(from_stage) :]
+    for name in later:
+        shutil.rmtree(root / name, ignore_errors=True)
+        shutil.rmtree(root / "eval" / name, ignore_errors=True)
+    state.forget_from(later)
+    state.save()
+
+
+def _run_stage(stage: Stage, model_path: str, state: PipelineState) -> str:
+    from r1lab.stages.rl import run_rl
+    from r1lab.stages.sft import run_sft
+
+    if not _model_exists(model_path):
+        raise UserError(f"stage {stage.name!r}: its input model {model_path!r} does not exist")
+    cfg = stage.config.model_copy(deep=True)
+    cfg.model.path = model_path
+    cfg.train.resume = "auto"  # an interrupted stage continues from its newest checkpoint
+    console.rule(f"stage {stage.name} ({cfg.kind}) from {model_path}")
+    state.data["stages"][stage.name] = {"status": "running", "input": model_path}
+    state.save()
+    started = time.monotonic()
+    out = (run_sft if cfg.kind == "sft" else run_rl)(cfg)
+    seconds = round(time.monotonic() - started, 1)
+    state.data["stages"][stage.name] = {
+        "status": "complete",
+        "input": model_path,
+        "model": str(out),
+        "seconds": seconds,
+    }
+    state.save()
+    return str(out)
+
+
+def _model_exists(spec: str) -> bool:
+    from r1lab.models import resolve_model_path
+
+    try:
+        resolve_model_path(spec)
+    except UserError:
+        return False
+    return True
+
+
+def _evaluate(label: str, model_path: str, cfg: EvalConfig | None, state: PipelineState, root: Path) -> None:
+    if cfg is None or label in state.data["evals"]:
+        return
+    from r1lab.eval import run_eval
+
+    console.rule(f"eval {label}")
+    results = run_eval(model_path, cfg, root / "eval" / label)
+    state.data["evals"][label] = results
+    state.save()
+
+
+def _write_summary(state: PipelineState, root: Path) -> None:
+    from r1lab.report.tables import results_table
+
+    if state.data["evals"]:
+        table = results_table(state.data["evals"])
+        (root / "results.md").write_text(table + "\n")
+        console.print(table)
