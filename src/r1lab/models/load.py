@@ -1,0 +1,267 @@
+"""Loading (dtype check, attention, gradient checkpointing, LoRA), atomic saving and inspection of models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from r1lab.config import LoraConfig, ModelConfig
+from r1lab.errors import UserError
+from r1lab.models.cache import _replace_dir, resolve_model_path
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def load_tokenizer(cfg: ModelConfig, *, path: str | None = None) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token (eos if it has none) and `cfg.chat_template` applied.
+
+    `path`: an already resolved `resolve_model_path(cfg.path)`, to skip resolving twice."""
+    from transformers import AutoTokenizer
+
+    path = path or resolve_model_path(cfg.path, cfg.revision)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    if cfg.chat_template:
+        tokenizer.chat_template = _read_template(cfg.chat_template)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None and tokenizer.unk_token is None:
+            raise UserError(
+                f"the tokenizer of {path} has no pad, eos or unk token to pad with",
+                where="model.path",
+                fix="use a tokenizer that defines an eos token (its tokenizer_config.json `eos_token`)",
+            )
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def _read_template(value: str) -> str:
+    if "{{" in value or "{%" in value:
+        return value
+    file = Path(value).expanduser()
+    if file.is_file():
+        return file.read_text()
+    raise UserError(
+        f"chat_template {value!r} is neither a Jinja template nor an existing file",
+        where="model.chat_template",
+        fix="give a Jinja string (with {{ }} / {% %}) or the path of a .jinja file",
+    )
+
+
+def load_model(
+    cfg: ModelConfig, *, trainable: bool = True
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load model and tokenizer as `cfg` says. trainable=False: eval mode, no grads, no LoRA/checkpointing.
+
+    A LoRA adapter folder (from `save_model` without merge) is merged into its base on load; a fresh
+    LoRA from `cfg.lora` then goes on top, so stages stack."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.path, cfg.revision)
+    tokenizer = load_tokenizer(cfg, path=path)
+    adapter = _adapter_config(Path(path))
+    base = resolve_model_path(adapter["base_model_name_or_path"]) if adapter else path
+    kwargs: dict[str, Any] = {
+        "dtype": _resolve_dtype(cfg.dtype, Path(base)),
+        "trust_remote_code": cfg.trust_remote_code,
+    }
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    except (ImportError, ValueError) as e:
+        key = "model.trust_remote_code" if "trust_remote_code" in str(e) else None
+        if (
+            key is None
+            and cfg.attn_implementation
+            and ("attn" in str(e).lower() or isinstance(e, ImportError))
+        ):
+            key = "model.attn_implementation"
+        if key is None:
+            raise
+        raise UserError(f"cannot load {base}: {e}", where=key, fix=f"change or remove `{key}`") from None
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    for role in ("pad", "eos"):  # generate() needs them; take the tokenizer's when the config has none
+        if getattr(model.generation_config, f"{role}_token_id", None) is None:
+            setattr(model.generation_config, f"{role}_token_id", getattr(tokenizer, f"{role}_token_id"))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if not trainable:
+        model.eval()
+        model.requires_grad_(False)
+        return model, tokenizer
+    model.train()
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen embeddings (LoRA) without enable_input_require_grads.
+        if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora:
+        model = _wrap_lora(model, cfg.lora)
+    return model, tokenizer
+
+
+def _adapter_config(path: Path) -> dict[str, Any] | None:
+    if (path / "config.json").is_file() or not (path / "adapter_config.json").is_file():
+        return None
+    return json.loads((path / "adapter_config.json").read_text())
+
+
+def _resolve_dtype(name: str, path: Path) -> torch.dtype:
+    """The torch dtype for `name` on this machine; "auto" = the checkpoint's, if the hardware runs it."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    supported = {"float32": True, "bfloat16": not cuda or torch.cuda.is_bf16_supported(), "float16": cuda}
+    if name == "auto":
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+        return getattr(torch, stored) if supported.get(stored) else torch.float32
+    if not supported[name]:
+        hardware = "this GPU (no bfloat16 support)" if cuda else "CPU (float16 needs a GPU)"
+        fix = "use float16 or float32" if cuda else "use float32 (or bfloat16) on CPU"
+        raise UserError(f"dtype {name} is not supported on {hardware}", where="model.dtype", fix=fix)
+    return getattr(torch, name)
+
+
+def _wrap_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        raise UserError(
+            f"LoRA cannot wrap this model: {e}",
+            where="model.lora.target_modules",
+            fix=f"use 'all-linear' or some of: {', '.join(sorted(names - {'lm_head'}))}",
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def save_model(
+    model: Any, tokenizer: PreTrainedTokenizerBase, out_dir: Path, *, merge_lora: bool = False
+) -> Path:
+    """Write `model` + tokenizer to `out_dir` atomically (temp sibling, then rename) as safetensors.
+
+    A full model gives a folder plain `AutoModelForCausalLM.from_pretrained` loads. A peft model gives the
+    adapter (which `load_model` also loads) and, with `merge_lora`, a merged full model in `out_dir/merged`.
+    Returns the folder a next stage should load. Call it on one process only (rank 0)."""
+    from peft import PeftModel
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model = _unwrap(model)
+    is_peft = isinstance(model, PeftModel)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if is_peft and merge_lora:
+            _save_merged(model, tokenizer, tmp / "merged")
+        _replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / "merged" if is_peft and merge_lora else out_dir
+
+
+def _unwrap(model: Any) -> Any:
+    """The model inside DDP / DataParallel / torch.compile wrappers."""
+    import torch
+
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _save_merged(model: Any, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Save base + LoRA delta as a plain model without touching `model` (no merge/unmerge drift, no copy)."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    adapter = model.active_adapter
+    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if ".lora_" not in k}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and adapter in module.lora_A:
+            weight = module.get_base_layer().weight.detach()
+            state[f"{name}.weight"] = (
+                weight + module.get_delta_weight(adapter).to(weight.dtype)
+            ).contiguous()
+    base.save_pretrained(out, state_dict=state)
+    tokenizer.save_pretrained(out)
+
+
+# ---------------------------------------------------------------------------------------------- info
+
+
+def model_info(spec: str) -> dict[str, Any]:
+    """Architecture, parameter count, vocab size, dtype, chat template and path of a model, without loading it."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(resolve_model_path(spec))
+    adapter = _adapter_config(path)
+    base = Path(resolve_model_path(adapter["base_model_name_or_path"])) if adapter else path
+    config = AutoConfig.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    params, dtypes = _safetensors_summary(base)
+    info: dict[str, Any] = {
+        "path": str(path),
+        "architecture": (config.architectures or [config.model_type])[0],
+        "parameters": params,
+        "parameters_human": f"{params / 1e6:.1f}M" if params < 1e9 else f"{params / 1e9:.2f}B",
+        "dtype": dtypes.most_common(1)[0][0] if dtypes else str(getattr(config, "dtype", None)),
+        "vocab_size": config.vocab_size,
+        "layers": getattr(config, "num_hidden_layers", None),
+        "context_length": getattr(config, "max_position_embeddings", None),
+        "tied_embeddings": getattr(config, "tie_word_embeddings", None),
+        "chat_template": bool(tokenizer.chat_template),
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+    }
+    if adapter:
+        info["lora"] = {
+            k: adapter.get(k) for k in ("base_model_name_or_path", "r", "lora_alpha", "target_modules")
+        }
+    return info
+
+
+SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+
+
+def _safetensors_summary(folder: Path) -> tuple[int, Counter[str]]:
+    """Parameter count and dtype histogram (by tensor count) read from safetensors headers only."""
+    import math
+
+    from safetensors import safe_open
+
+    total, dtypes = 0, Counter()
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118  (safe_open is not a dict)
+                piece = f.get_slice(key)
+                total += math.prod(piece.get_shape())
+                dtypes[SAFETENSORS_DTYPES.get(piece.get_dtype(), piece.get_dtype())] += 1
+    return total, dtypes
