@@ -96,7 +96,8 @@ def _import_function(name: str) -> Any:
                 fix="install the package or put it on PYTHONPATH; for a file, write 'path/to/file.py:function'",
             ) from None
         except Exception as e:
-            raise _import_failed(target, name, e) from None
+            found = importlib.util.find_spec(target)
+            raise _import_failed(target, name, e, origin=found.origin if found else None) from None
     if not hasattr(module, attr):
         found = sorted(k for k, v in vars(module).items() if inspect.isfunction(v) and not k.startswith("_"))
         raise UserError(
@@ -127,15 +128,15 @@ def _import_file(path: Path, name: str) -> Any:
         module_spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[module_name]
-        raise _import_failed(str(path), name, e) from None
+        raise _import_failed(str(path), name, e, origin=str(path)) from None
     return module
 
 
-def _import_failed(target: str, name: str, error: Exception) -> UserError:
+def _import_failed(target: str, name: str, error: Exception, origin: str | None = None) -> UserError:
     # Point at the user's own line, not at importlib's internals.
     frames = traceback.extract_tb(error.__traceback__)
     line = getattr(error, "lineno", None) if isinstance(error, SyntaxError) else None
-    own = [f for f in frames if "importlib" not in f.filename]
+    own = [f for f in frames if f.filename == origin] or [f for f in frames if "importlib" not in f.filename]
     where = (
         f"{error.filename}:{line}" if line else (f"{own[-1].filename}:{own[-1].lineno}" if own else target)
     )

@@ -58,6 +58,8 @@ def evaluate(reward: LoadedReward, call: Call, batch: Batch) -> Result:
             message = f"batched reward {reward.label!r} returned {len(values)} values for {len(completions)}"
             return r, i, "badlen", message
         return r, i, "ok", [_checked(reward.label, v) for v in values]
+    except KeyboardInterrupt:
+        raise
     except BaseException as e:  # a user function may even call sys.exit; the sample fails, the run goes on
         return r, i, "fail", f"{type(e).__name__}: {e}"
 
