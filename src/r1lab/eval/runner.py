@@ -1,0 +1,208 @@
+"""`run_eval`: generate on an eval set (greedy, and n samples per problem when n > 1), score with the rewards,
+and write `results.json`, `results.md` and `samples.jsonl`.
+
+A completion is correct when the run's correctness reward (the first reward registered with correctness=True,
+else the first reward) gives it >= 1. Majority voting (maj@k) groups samples by their final answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec
+from r1lab.errors import UserError
+from r1lab.eval.metrics import maj_at_k, pass_at_k, wilson_interval
+from r1lab.eval.tables import results_markdown
+
+TASK_EVAL_SIZE = 500  # problems generated for `task` without `data` or `limit`
+TASK_EVAL_SEED = 0
+
+
+def run_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate the model at `model_path` as `cfg` says; returns the metrics (also written to `out_dir`)."""
+    from r1lab.data import build_prompt_dataset
+    from r1lab.models import load_model, load_tokenizer, resolve_model_path
+    from r1lab.rewards import RewardRunner
+    from r1lab.tasks import get_task
+
+    started = time.monotonic()
+    task = get_task(cfg.task) if cfg.task else None
+    specs = list(cfg.rewards) or ([RewardSpec(name=task.reward)] if task else [])
+    if not specs:
+        raise UserError(
+            "an eval on a data file needs a reward to score it",
+            where="eval.rewards",
+            fix="name one, e.g. `--reward math` (or `--task T` to use that task's reward)",
+        )
+    system_prompt = cfg.system_prompt if cfg.system_prompt is not None else (task and task.system_prompt)
+    model_cfg = ModelConfig(path=model_path)
+    tokenizer = load_tokenizer(model_cfg, path=resolve_model_path(model_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = cfg.data or _write_task_set(task, cfg, Path(tmp))
+        data_cfg = DataConfig(
+            path=data_path, split=cfg.split, system_prompt=system_prompt, limit=cfg.limit, shuffle=False,
+            max_length=1 << 20,  # never drop an eval prompt for its length
+        )  # fmt: skip
+        prompts = build_prompt_dataset(data_cfg, tokenizer)
+    with RewardRunner(specs) as rewards:
+        rewards.check_columns(set.intersection(*(set(p.columns) for p in prompts)))
+        model, tokenizer = load_model(model_cfg, trainable=False)
+        rows = _generate_and_score(model, tokenizer, prompts, cfg, rewards)
+    results = summarize(rows, cfg, len(prompts))
+    results.update(
+        model=model_path,
+        source=cfg.data or f"task {cfg.task} ({cfg.split})",
+        rewards=[s.name for s in specs],
+        seconds=round(time.monotonic() - started, 1),
+    )
+    if out_dir is not None:
+        write_results(results, rows, Path(out_dir))
+    return results
+
+
+def _write_task_set(task: Any, cfg: EvalConfig, folder: Path) -> str:
+    records = task.generate(cfg.limit or TASK_EVAL_SIZE, seed=TASK_EVAL_SEED, split=cfg.split)
+    path = folder / f"{task.name}-{cfg.split}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def _generate_and_score(
+    model: Any, tokenizer: Any, prompts: list, cfg: EvalConfig, rewards: Any
+) -> list[dict]:
+    """One row per completion: problem index, kind (greedy|sample), text, answer, rewards, correctness."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from r1lab.config import RolloutConfig
+    from r1lab.rewards.extract import final_answer, normalize
+    from r1lab.rollout import SamplingParams, make_engine
+    from r1lab.tasks import has_answer_line
+
+    rollout_cfg = RolloutConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    engine = make_engine(rollout_cfg, model, tokenizer, seed=0)
+    modes = [("greedy", 1, SamplingParams.greedy(cfg.max_new_tokens))]
+    if cfg.n > 1:
+        modes.append(
+            ("sample", cfg.n, SamplingParams(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens))
+        )
+    rows: list[dict] = []
+    columns = [
+        TextColumn("eval"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, TextColumn("greedy acc {task.fields[acc]}"), transient=True) as progress:
+        bar = progress.add_task("eval", total=len(prompts), acc="-")
+        for first in range(0, len(prompts), cfg.batch_size):
+            chunk = prompts[first : first + cfg.batch_size]
+            for kind, n, sampling in modes:
+                out = engine.generate([p.prompt_ids for p in chunk], n, sampling)
+                lengths = out.completion_lengths
+                batch_cols = [
+                    {
+                        **chunk[i].columns,
+                        "completion_length": length,
+                        "max_completion_length": cfg.max_new_tokens,
+                    }
+                    for i, length in zip(out.prompt_index, lengths, strict=True)
+                ]
+                scored = rewards.score(
+                    out.texts, [chunk[i].prompt_text for i in out.prompt_index], batch_cols
+                )
+                first_label = next(iter(scored.per_function))
+                for row, i in enumerate(out.prompt_index):
+                    text = out.texts[row]
+                    if scored.accuracy is not None:
+                        correct = scored.accuracy[row].item() == 1.0
+                    else:
+                        correct = (scored.per_function[first_label][row] or 0.0) >= 1.0
+                    rows.append(
+                        {
+                            "problem": first + i,
+                            "kind": kind,
+                            "prompt": chunk[i].prompt_text,
+                            "completion": text,
+                            "answer": normalize(final_answer(text)) if text.strip() else None,
+                            "gold": chunk[i].columns.get("answer"),
+                            "reward": _number(scored.total[row].item()),
+                            "rewards": {k: v[row] for k, v in scored.per_function.items()},
+                            "correct": correct,
+                            "format_ok": has_answer_line(text),
+                            "length": lengths[row],
+                            "finish_reason": out.finish_reasons[row],
+                        }
+                    )
+            progress.update(
+                bar,
+                advance=len(chunk),
+                acc=f"{_mean([r['correct'] for r in rows if r['kind'] == 'greedy']):.3f}",
+            )
+    return rows
+
+
+def summarize(rows: list[dict], cfg: EvalConfig, num_problems: int) -> dict[str, Any]:
+    """Metrics from the scored rows: greedy accuracy (+95% Wilson interval), format-error and truncation
+    rates, mean length and mean rewards; with n > 1 also pass@k and maj@k per k (+ intervals)."""
+    greedy = [r for r in rows if r["kind"] == "greedy"]
+    acc = _mean([r["correct"] for r in greedy])
+    out: dict[str, Any] = {
+        "num_problems": num_problems,
+        "split": cfg.split,
+        "accuracy": acc,
+        "accuracy_ci95": list(wilson_interval(acc * len(greedy), len(greedy))),
+        "format_error_rate": _mean([not r["format_ok"] for r in greedy]),
+        "truncated_rate": _mean([r["finish_reason"] == "length" for r in greedy]),
+        "mean_length": _mean([r["length"] for r in greedy]),
+        "mean_reward": _mean([r["reward"] for r in greedy if r["reward"] is not None]),
+    }
+    for label in greedy[0]["rewards"] if greedy else []:
+        values = [r["rewards"][label] for r in greedy if r["rewards"][label] is not None]
+        out[f"reward/{label}"] = _mean(values)
+    sampled = [r for r in rows if r["kind"] == "sample"]
+    if not sampled:
+        return out
+    by_problem: dict[int, list[dict]] = {}
+    for r in sampled:
+        by_problem.setdefault(r["problem"], []).append(r)
+    out.update(
+        n=cfg.n,
+        temperature=cfg.temperature,
+        sample_accuracy=_mean([r["correct"] for r in sampled]),
+        sample_format_error_rate=_mean([not r["format_ok"] for r in sampled]),
+        sample_mean_length=_mean([r["length"] for r in sampled]),
+    )
+    for k in cfg.k:
+        passes = [pass_at_k(len(g), sum(r["correct"] for r in g), k) for g in by_problem.values()]
+        majs = [maj_at_k([r["answer"] for r in g], [r["correct"] for r in g], k) for g in by_problem.values()]
+        for name, values in ((f"pass@{k}", passes), (f"maj@{k}", majs)):
+            out[name] = _mean(values)
+            out[f"{name}_ci95"] = list(wilson_interval(out[name] * len(values), len(values)))
+    return out
+
+
+def write_results(results: dict[str, Any], rows: list[dict], out_dir: Path) -> None:
+    """results.json, results.md and samples.jsonl, each written to a temp file and renamed into place."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "results.json": json.dumps(results, indent=2) + "\n",
+        "results.md": results_markdown(results) + "\n",
+        "samples.jsonl": "".join(json.dumps(r) + "\n" for r in rows),
+    }
+    for name, text in files.items():
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out_dir / name)
+
+
+def _mean(values: list) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
