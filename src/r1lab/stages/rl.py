@@ -1,0 +1,344 @@
+"""The RL stage (GRPO family): sample prompts, roll out, score, compute advantages, update, log, checkpoint.
+
+One readable loop; the pieces live in `rl_batch.py` (rollout + scoring + gather, the micro-batch update) and
+`rl_checks.py` (everything that can be wrong with the input, checked before the first rollout).
+
+Choices worth knowing:
+- pi_old is the rollout policy: its log-probs come with the rollouts and are never recomputed. With mu == 1
+  the ratio is 1 up to numerics (the update forward vs the decode forward), so the clip never bites and the
+  gradient is -A * grad(logp); with mu > 1 the same rollout log-probs stay pi_old for every update.
+- A "step" is one generation batch; it makes `algorithm.mu` optimizer updates. `train.batch_size` is the
+  micro-batch (sequences per forward) and `train.grad_accum` is not used: the number of micro-batches
+  follows from the generation batch (prompts_per_step x G rows across all processes).
+- The reference model (beta > 0) is a frozen copy of the initial weights, or for LoRA the same model with its
+  adapters disabled. beta == 0 loads no reference at all.
+- Generation is seeded per generate call from (train.seed, prompt position), so a resumed run and a run on a
+  different number of processes draw the same samples for the same prompts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1lab.algorithms.logprobs import token_logprobs
+from r1lab.config import RLConfig, dump_config
+from r1lab.errors import UserError
+from r1lab.stages.rl_batch import (
+    Scored,
+    advantages_for,
+    all_reduce_sum,
+    flat_groups,
+    gather_objects,
+    plan_update,
+    policy_update,
+    rollout_and_score,
+    select_rows,
+)
+from r1lab.stages.rl_checks import check_before_rollout, check_names, resume_point
+
+
+def prompt_order(n: int, seed: int, shuffle: bool) -> Callable[[int], int]:
+    """Global prompt position -> dataset index: an endless stream, reshuffled every epoch from (seed, epoch)."""
+    cache: dict[int, list[int]] = {}
+
+    def at(position: int) -> int:
+        epoch, i = divmod(position, n)
+        if epoch not in cache:
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            cache.clear()
+            cache[epoch] = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
+        return cache[epoch][i]
+
+    return at
+
+
+def run_rl(cfg: RLConfig) -> Path:
+    """Train with RL from `cfg`; returns the folder of the final model (the merged one for LoRA + merge)."""
+    from r1lab.rewards import RewardRunner
+
+    check_names(cfg)
+    with RewardRunner(cfg.rewards) as runner:  # imports every reward function: a broken one fails here
+        return _train(cfg, runner)
+
+
+def _train(cfg: RLConfig, runner: Any) -> Path:
+    from r1lab.models import load_model, save_model
+    from r1lab.rollout import make_engine
+    from r1lab.training.accel import build_accelerator, seed_everything
+    from r1lab.training.checkpoint import load_checkpoint, save_checkpoint
+    from r1lab.training.optim import build_optimizer, build_scheduler
+    from r1lab.training.rundir import ensure_writable, write_state
+    from r1lab.training.tracking import Tracker
+
+    out = ensure_writable(cfg.train.output_dir)
+    accelerator, _ = build_accelerator(cfg.train, cfg.model)
+    main = accelerator.is_main_process
+    seed_everything(cfg.train.seed)
+    model, tokenizer = load_model(cfg.model, trainable=True)
+    prompts = check_before_rollout(cfg, runner, tokenizer, model)
+    resume_from = resume_point(cfg, out)
+
+    reference = make_reference(model, cfg)
+    optimizer = build_optimizer(model, cfg.optim)
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * len(prompts) / cfg.prompts_per_step)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps * cfg.algorithm.mu)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    policy = accelerator.unwrap_model(model)
+    engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
+
+    step, position, bad_in_row, skipped = 0, 0, 0, 0
+    if resume_from is not None:
+        meta = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        step, position, skipped = meta["step"], meta["prompt_position"], meta.get("skipped_steps", 0)
+    if main:
+        dump_config(cfg, out / "config.yaml")
+        write_state(out, "running", step=step, total_steps=total_steps)
+    order = prompt_order(len(prompts), cfg.train.seed, cfg.data.shuffle)
+    tracker = Tracker(
+        out,
+        enabled=main,
+        total_steps=total_steps,
+        start_step=step,
+        report_to=list(cfg.train.report_to),
+        key_metric="reward/mean",
+        description="rl",
+    )
+
+    def checkpoint() -> None:
+        meta = {"prompt_position": position, "skipped_steps": skipped}
+        save_checkpoint(
+            accelerator, model, tokenizer, optimizer, scheduler, out, step, meta, cfg.train.save_total_limit
+        )
+
+    try:
+        while step < total_steps:
+            model.train()
+            started = time.perf_counter()
+            # ---- roll out and score; dynamic sampling refills with the next prompts
+            batch, seen, refills = None, [], 0
+            while True:
+                positions = list(range(position, position + cfg.prompts_per_step))
+                position += cfg.prompts_per_step
+                scored = rollout_and_score(
+                    engine, runner, [prompts[order(p)] for p in positions], positions, cfg
+                )
+                seen.append(scored)
+                batch = scored if batch is None else _concat(batch, scored)
+                if not cfg.algorithm.dynamic_sampling:
+                    break
+                flat = flat_groups(batch.rewards, batch.rollouts.prompt_index)
+                keep_groups = [g for g in dict.fromkeys(batch.rollouts.prompt_index) if g not in flat]
+                keep_groups = keep_groups[: cfg.prompts_per_step]
+                keep = [i for i, g in enumerate(batch.rollouts.prompt_index) if g in set(keep_groups)]
+                if len(keep_groups) == cfg.prompts_per_step or refills == cfg.algorithm.max_refills:
+                    batch = select_rows(batch, keep) if keep else batch
+                    break
+                batch = select_rows(batch, keep) if keep else None
+                refills += 1
+                if batch is None:
+                    continue
+            assert batch is not None
+            advantages = advantages_for(batch, cfg.algorithm.advantage)
+
+            # ---- update (mu optimizer steps on the same rollouts)
+            t_train = time.perf_counter()
+            plan = plan_update(batch.rollouts, advantages, cfg)
+            sums: dict[str, torch.Tensor] = {}
+            grad_norm = torch.tensor(0.0)
+            bad = False
+            for _ in range(cfg.algorithm.mu):
+                sums = all_reduce_sum(policy_update(model, plan, cfg, accelerator, reference))
+                max_norm = cfg.optim.max_grad_norm or math.inf
+                grad_norm = torch.as_tensor(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+                bad = not (torch.isfinite(grad_norm) and torch.isfinite(sums["loss"]))
+                if bad:  # a NaN/inf step changes nothing: no optimizer or scheduler step
+                    optimizer.zero_grad(set_to_none=True)
+                    break
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            t_done = time.perf_counter()
+            step += 1
+            bad_in_row = bad_in_row + 1 if bad else 0
+            skipped += int(bad)
+
+            # ---- log
+            metrics = step_metrics(batch, seen, sums, runner)
+            gen_s = sum(s.gen_seconds for s in seen)
+            metrics.update(
+                {
+                    "grad_norm": float(grad_norm),
+                    "lr": scheduler.get_last_lr()[0],
+                    "skipped_steps": skipped,
+                    "bad_step": int(bad),
+                    "refills": refills,
+                    "time/generation": gen_s,
+                    "time/reward": sum(s.reward_seconds for s in seen),
+                    "time/training": t_done - t_train,
+                    "time/step": t_done - started,
+                    "tokens_per_s": sum(s.rollouts.num_tokens for s in seen) / max(gen_s, 1e-9),
+                }
+            )
+            if step % cfg.train.log_every == 0 or step == total_steps or bad:
+                tracker.log(step, metrics)
+            tracker.advance(step)
+            if main and (step % cfg.samples_every == 0 or step == 1):
+                write_samples(out / "samples.jsonl", step, batch, advantages)
+            if bad_in_row >= cfg.max_bad_steps:
+                raise _diverged(cfg, out, step, bad_in_row)
+            # no checkpoint of a bad step: the newest checkpoint stays the last good one
+            if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total_steps and not bad:
+                checkpoint()
+                if main:
+                    write_state(out, "running", step=step, total_steps=total_steps)
+    except BaseException:
+        tracker.close()
+        if main:
+            write_state(out, "interrupted", step=step, total_steps=total_steps)
+        raise
+    tracker.close()
+    checkpoint()
+    final = None
+    if main:
+        merge = bool(cfg.model.lora and cfg.model.lora.merge_on_save)
+        final = save_model(policy, tokenizer, out / "final", merge_lora=merge)
+        write_state(out, "complete", step=step, total_steps=total_steps, model=str(final))
+    final = next(p for p in gather_objects(final) if p is not None)
+    accelerator.wait_for_everyone()
+    return Path(final)
+
+
+def make_reference(model: torch.nn.Module, cfg: RLConfig) -> Callable[..., torch.Tensor] | None:
+    """Reference log-probs for the KL term: None when beta == 0 (nothing is loaded)."""
+    if cfg.algorithm.beta == 0:
+        return None
+    if cfg.model.lora is not None:
+        # the base model is the LoRA model with its adapters switched off: no second copy of the weights
+        def lora_ref(inputs: dict[str, Any], labels: torch.Tensor, temperature: float) -> torch.Tensor:
+            with torch.no_grad(), model.disable_adapter():
+                return token_logprobs(model(**inputs, use_cache=False).logits, labels, temperature)
+
+        return lora_ref
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def full_ref(inputs: dict[str, Any], labels: torch.Tensor, temperature: float) -> torch.Tensor:
+        with torch.no_grad():
+            return token_logprobs(frozen(**inputs, use_cache=False).logits, labels, temperature)
+
+    return full_ref
+
+
+def _concat(a: Scored, b: Scored) -> Scored:
+    from dataclasses import replace
+
+    from r1lab.rollout.types import Rollouts
+
+    per_function = {k: a.per_function.get(k, []) + b.per_function.get(k, []) for k in b.per_function}
+    return replace(
+        b,
+        rollouts=Rollouts.concat([a.rollouts, b.rollouts]),
+        rewards=torch.cat([a.rewards, b.rewards]),
+        per_function=per_function,
+        prompt_texts=a.prompt_texts + b.prompt_texts,
+    )
+
+
+def step_metrics(
+    batch: Scored, generated: list[Scored], sums: dict[str, torch.Tensor], runner: Any
+) -> dict[str, float]:
+    """Reward and length statistics over everything generated this step; loss-side means over trained tokens."""
+    rewards = torch.cat([s.rewards for s in generated]).float()
+    groups = [g for s in generated for g in s.rollouts.prompt_index]
+    lengths = torch.tensor([n for s in generated for n in s.rollouts.completion_lengths], dtype=torch.float)
+    reasons = [r for s in generated for r in s.rollouts.finish_reasons]
+    valid = rewards[~rewards.isnan()]
+    out: dict[str, float] = {
+        "reward/mean": float(valid.mean()) if valid.numel() else math.nan,
+        "reward/std": float(valid.std()) if valid.numel() > 1 else 0.0,
+        "frac_zero_std_groups": len(flat_groups(rewards, groups)) / max(len(set(groups)), 1),
+        "completion_length/mean": float(lengths.mean()),
+        "completion_length/min": float(lengths.min()),
+        "completion_length/max": float(lengths.max()),
+        "clipped_ratio": sum(r == "length" for r in reasons) / max(len(reasons), 1),
+        "groups_trained": len(set(batch.rollouts.prompt_index)),
+    }
+    per_function: dict[str, list[float | None]] = {}
+    for s in generated:
+        for name, values in s.per_function.items():
+            per_function.setdefault(name, []).extend(values)
+        for name, count in s.failures.items():
+            out[f"reward/{name}/failures"] = out.get(f"reward/{name}/failures", 0) + count
+    for name, values in per_function.items():
+        scores = torch.tensor([v for v in values if v is not None], dtype=torch.float)
+        out[f"reward/{name}/mean"] = float(scores.mean()) if scores.numel() else math.nan
+        out[f"reward/{name}/std"] = float(scores.std()) if scores.numel() > 1 else 0.0
+    accuracy_name = accuracy_reward(runner, list(per_function))
+    if accuracy_name is not None:
+        values = per_function[accuracy_name]
+        out["accuracy"] = sum(v is not None and v >= 1 for v in values) / max(len(values), 1)
+    tokens = float(sums.get("tokens", torch.tensor(0.0)))
+    for key, value in sums.items():
+        if key == "loss":  # already normalised by the policy loss; ~0 when mu == 1 (log reward, not loss)
+            out["loss"] = float(value)
+        elif key != "tokens":  # token sums -> per-token means (clip fractions, ratio, kl, entropy)
+            out[_METRIC_NAMES.get(key, key)] = float(value) / max(tokens, 1.0)
+    out["tokens_trained"] = tokens
+    return out
+
+
+_METRIC_NAMES = {
+    "clip_low": "clip_ratio/low",
+    "clip_high": "clip_ratio/high",
+    "clip_region": "clip_ratio/region",
+}
+
+
+def accuracy_reward(runner: Any, names: list[str]) -> str | None:
+    """The reward logged as accuracy: the first one marked as a correctness check, else the first one."""
+    for loaded in getattr(runner, "rewards", []):
+        if getattr(loaded, "correctness", False) and loaded.label in names:
+            return loaded.label
+    return names[0] if names else None
+
+
+def write_samples(path: Path, step: int, batch: Scored, advantages: torch.Tensor) -> None:
+    """Append this step's completions with their rewards (one JSON line per completion)."""
+    with path.open("a") as f:
+        for i, text in enumerate(batch.rollouts.texts):
+            record = {
+                "step": step,
+                "group": batch.rollouts.prompt_index[i],
+                "prompt": batch.prompt_texts[i],
+                "completion": text,
+                "reward": _num(float(batch.rewards[i])),
+                "rewards": {k: v[i] for k, v in batch.per_function.items()},
+                "advantage": float(advantages[i]),
+                "finish_reason": batch.rollouts.finish_reasons[i],
+                "length": batch.rollouts.completion_lengths[i],
+            }
+            f.write(json.dumps(record) + "\n")
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _diverged(cfg: RLConfig, out: Path, step: int, count: int) -> UserError:
+    from r1lab.training.checkpoint import find_latest_checkpoint
+
+    last = find_latest_checkpoint(out)
+    return UserError(
+        f"training diverged: {count} steps in a row had a NaN/inf loss or gradient (up to step {step}); "
+        "those steps were skipped and the run stopped",
+        where=f"{out / 'metrics.jsonl'} (bad_step = 1)",
+        fix="lower optim.lr, check the rewards for huge values, or raise max_bad_steps; the last good "
+        + (f"checkpoint is {last}" if last else "state has no checkpoint (set train.save_every)"),
+    )

@@ -1,0 +1,252 @@
+"""One RL generation batch: roll out, score, gather across ranks, filter groups, compute advantages, and the
+policy update over micro-batches. `stages/rl.py` strings these together into the training loop.
+
+Multi-process layout. Each rank generates and scores a contiguous slice of the step's prompts; the rows are
+then gathered so every rank holds the whole batch (rewards, groups, advantages are identical everywhere and
+a group may span ranks). For the update each rank takes a contiguous slice of the kept rows again, split into
+the same number of micro-batches on every rank (DDP needs matching backward calls). Loss normalisers
+(`LossTotals`) are counted over the whole batch, and each rank's loss is scaled by world_size because DDP
+averages gradients: the summed update equals the one-process update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from r1lab.algorithms.advantages import ADVANTAGES
+from r1lab.algorithms.logprobs import entropy_from_logits, token_logprobs
+from r1lab.algorithms.policy_losses import (
+    LossTotals,
+    compute_policy_loss,
+    mask_truncated_completions,
+    sum_metrics,
+)
+from r1lab.config import RLConfig
+from r1lab.rollout.types import Rollouts, SamplingParams, training_rows
+
+
+def world() -> tuple[int, int]:
+    """(rank, world_size) of the default process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (pickled over the process group)."""
+    _, size = world()
+    if size == 1:
+        return [obj]
+    out: list[Any] = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(values: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Sum each tensor over ranks (in place on a stacked copy; one collective)."""
+    if world()[1] == 1 or not values:
+        return values
+    keys = sorted(values)
+    stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
+    dist.all_reduce(stacked)
+    return dict(zip(keys, stacked.unbind(), strict=True))
+
+
+def split_even(n: int, parts: int) -> list[range]:
+    """Contiguous ranges covering range(n), sizes differing by at most one (earlier ranges larger)."""
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (i < extra)
+        out.append(range(start, start + size))
+        start += size
+    return out
+
+
+def generation_seed(seed: int, position: int) -> int:
+    """Seed of the generate call whose first prompt is the `position`-th prompt drawn in the run.
+
+    Keyed on the global prompt position, not on rank or step, so the same prompts get the same samples
+    whatever the number of processes (when each rank's share is a multiple of rollout.batch_size) and after
+    a resume.
+    """
+    return (seed * 1_000_003 + position) % 2**63
+
+
+@dataclass
+class Scored:
+    """A generation round, gathered from all ranks: rows grouped by prompt (group id = prompt position)."""
+
+    rollouts: Rollouts
+    rewards: Tensor  # [N] weighted total, NaN where no function gave a score
+    per_function: dict[str, list[float | None]]
+    failures: dict[str, int]
+    errors: list[dict]
+    prompt_texts: list[str]  # per row
+    gen_seconds: float  # wall time of the slowest rank
+    reward_seconds: float
+
+
+def rollout_and_score(
+    engine: Any, runner: Any, prompts: list[Any], positions: list[int], cfg: RLConfig
+) -> Scored:
+    """Generate G completions for this rank's share of `prompts` (global positions `positions`), score them,
+    and gather everything from all ranks. Timings are the slowest rank's."""
+    rank, size = world()
+    share = split_even(len(prompts), size)[rank]
+    chunk = cfg.rollout.batch_size or max(len(share), 1)
+    base = SamplingParams.from_config(cfg.rollout)
+    parts: list[Rollouts] = []
+    started = time.perf_counter()
+    for start in range(share.start, share.stop, chunk):
+        idx = list(range(start, min(start + chunk, share.stop)))
+        sampling = replace(base, seed=generation_seed(cfg.train.seed, positions[idx[0]]))
+        out = engine.generate([prompts[i].prompt_ids for i in idx], cfg.rollout.n, sampling)
+        out.prompt_index = [positions[idx[j]] for j in out.prompt_index]
+        parts.append(out)
+    generated = time.perf_counter()
+    payload = None
+    if parts:
+        local = Rollouts.concat(parts)
+        by_pos = dict(zip(positions, prompts, strict=True))
+        rows = [by_pos[p] for p in local.prompt_index]
+        columns = [
+            {**r.columns, "completion_length": n, "max_completion_length": cfg.rollout.max_new_tokens}
+            for r, n in zip(rows, local.completion_lengths, strict=True)
+        ]
+        texts = [r.prompt_text for r in rows]
+        batch = runner.score(local.texts, texts, columns)
+        payload = (local, batch.total.float(), batch.per_function, batch.failures, batch.errors, texts)
+    times = (generated - started, time.perf_counter() - generated)
+    gathered = gather_objects((payload, times))
+    done = [g[0] for g in gathered if g[0] is not None]
+    per_function: dict[str, list[float | None]] = {}
+    failures: dict[str, int] = {}
+    for part in done:
+        for name, values in part[2].items():
+            per_function.setdefault(name, []).extend(values)
+        for name, count in part[3].items():
+            failures[name] = failures.get(name, 0) + count
+    return Scored(
+        rollouts=Rollouts.concat([p[0] for p in done]),
+        rewards=torch.cat([p[1] for p in done]),
+        per_function=per_function,
+        failures=failures,
+        errors=[e for p in done for e in p[4]],
+        prompt_texts=[t for p in done for t in p[5]],
+        gen_seconds=max(g[1][0] for g in gathered),
+        reward_seconds=max(g[1][1] for g in gathered),
+    )
+
+
+def flat_groups(rewards: Tensor, groups: list[int]) -> set[int]:
+    """Group ids whose valid rewards are all equal (or that have < 2 valid ones): no learning signal."""
+    by_group: dict[int, list[float]] = {}
+    for g, r in zip(groups, rewards.tolist(), strict=True):
+        if not math.isnan(r):
+            by_group.setdefault(g, []).append(r)
+    return {g for g in set(groups) if len(set(by_group.get(g, []))) < 2}
+
+
+def select_rows(scored: Scored, keep: list[int]) -> Scored:
+    return replace(
+        scored,
+        rollouts=scored.rollouts.select(keep),
+        rewards=scored.rewards[keep],
+        per_function={k: [v[i] for i in keep] for k, v in scored.per_function.items()},
+        prompt_texts=[scored.prompt_texts[i] for i in keep],
+    )
+
+
+def advantages_for(scored: Scored, name: str) -> Tensor:
+    groups = torch.tensor(scored.rollouts.prompt_index, dtype=torch.long)
+    return ADVANTAGES.get(name)(scored.rewards.float(), groups).float()
+
+
+@dataclass
+class UpdatePlan:
+    """This rank's rows for the update and the global loss normalisers."""
+
+    rows: Rollouts  # this rank's rows, loss mask already final
+    advantages: Tensor  # [n_local]
+    micro_batches: list[list[int]]  # indices into rows; same count on every rank; [] = a zero-weight dummy
+    totals: LossTotals
+
+
+def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePlan:
+    rank, size = world()
+    if cfg.algorithm.mask_truncated:
+        batch = replace(
+            batch, completion_mask=mask_truncated_completions(batch.completion_mask, batch.finish_reasons)
+        )
+    totals = LossTotals.from_mask(batch.completion_mask, cfg.rollout.max_new_tokens)
+    shares = split_even(len(batch), size)
+    n_micro = max(1, math.ceil(len(shares[0]) / cfg.train.batch_size))
+    mine = list(shares[rank])
+    micro = [[mine[i] - shares[rank].start for i in r] for r in split_even(len(mine), n_micro)]
+    rows = batch.select(mine) if mine else batch.select([0])
+    return UpdatePlan(rows, advantages[mine] if mine else advantages[:1] * 0, micro, totals)
+
+
+def policy_update(
+    model: torch.nn.Module,
+    plan: UpdatePlan,
+    cfg: RLConfig,
+    accelerator: Any,
+    reference: Any | None,
+) -> dict[str, Tensor]:
+    """Forward + backward over this rank's micro-batches (gradients accumulate; DDP syncs on the last one).
+
+    Returns metric sums over this rank (loss, clip counts, kl, entropy, tokens); all-reduce them to log.
+    """
+    algo = cfg.algorithm
+    temperature = cfg.rollout.temperature or 1.0  # greedy rollouts report temperature-1 log-probs
+    _, size = world()
+    device = accelerator.device
+    parts: list[dict[str, Tensor]] = []
+    for i, idx in enumerate(plan.micro_batches):
+        dummy = not idx  # this rank has fewer rows than micro-batches: a zero-weight pass keeps DDP in step
+        rows = training_rows(plan.rows, idx or [0], device=device)
+        t = rows.completion_ids.shape[1]
+        # the last token predicts nothing we train on; logits only for the T positions that predict completions
+        inputs = dict(
+            input_ids=rows.input_ids[:, :-1],
+            attention_mask=rows.attention_mask[:, :-1],
+            position_ids=rows.position_ids[:, :-1],
+            logits_to_keep=t,
+        )
+        sync = i == len(plan.micro_batches) - 1
+        with nullcontext() if sync else accelerator.no_sync(model):
+            logits = model(**inputs, use_cache=False).logits
+            logp = token_logprobs(logits, rows.completion_ids, temperature)
+            ref_logp = reference(inputs, rows.completion_ids, temperature) if reference else None
+            with torch.no_grad():
+                entropy = entropy_from_logits(logits.detach(), temperature)
+            loss, metrics = compute_policy_loss(
+                algo.policy_loss,
+                logp,
+                rows.logprobs,
+                plan.advantages[idx or [0]].to(device),
+                rows.completion_mask.float(),
+                eps_low=algo.eps_low,
+                eps_high=algo.eps_high,
+                totals=plan.totals,
+                ref_logp=ref_logp,
+                beta=algo.beta,
+                kl_estimator=algo.kl_estimator,
+                entropy=entropy,
+            )
+            weight = 0.0 if dummy else 1.0
+            accelerator.backward(loss * (weight * size))
+        metrics = {k: v * weight for k, v in metrics.items()}
+        metrics["loss"] = loss.detach() * weight
+        parts.append(metrics)
+    return sum_metrics(parts)

@@ -1,0 +1,113 @@
+"""Everything that can be wrong with an RL run's input, checked before the first rollout (fail fast).
+
+Each check raises `UserError` naming what, where (config key, data file and record) and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from r1lab.algorithms.advantages import ADVANTAGES
+from r1lab.algorithms.kl import KL_ESTIMATORS
+from r1lab.algorithms.policy_losses import POLICY_LOSSES
+from r1lab.config import RLConfig
+from r1lab.errors import UserError
+from r1lab.registry import Registry
+
+
+def _known(registry: Registry, name: str, key: str) -> None:
+    if name not in registry:
+        raise UserError(
+            f"unknown {registry.kind} {name!r}", where=key, fix=f"use one of: {', '.join(registry.names())}"
+        )
+
+
+def check_names(cfg: RLConfig) -> None:
+    """Config-only checks: registered names and settings the loop cannot work with."""
+    algo = cfg.algorithm
+    _known(ADVANTAGES, algo.advantage, "algorithm.advantage")
+    _known(POLICY_LOSSES, algo.policy_loss, "algorithm.policy_loss")
+    _known(KL_ESTIMATORS, algo.kl_estimator, "algorithm.kl_estimator")
+    if cfg.rollout.n < 2:  # the config schema already says so; kept for configs built with model_construct
+        raise UserError(
+            f"rollout.n is {cfg.rollout.n}: group-relative advantages need at least 2 completions per prompt",
+            where="rollout.n",
+            fix="set rollout.n to 2 or more (8 is typical)",
+        )
+    if cfg.rollout.temperature == 0:
+        raise UserError(
+            "rollout.temperature is 0 (greedy): every completion of a prompt is the same, so every advantage is 0",
+            where="rollout.temperature",
+            fix="sample with a temperature > 0, e.g. rollout.temperature=1.0",
+        )
+
+
+def check_before_rollout(cfg: RLConfig, runner: Any, tokenizer: Any, model: Any) -> list[Any]:
+    """Load the prompts and check them against the rewards and the model; returns the prompts."""
+    from r1lab.data import build_prompt_dataset
+
+    prompts = build_prompt_dataset(cfg.data, tokenizer)
+    if not prompts:
+        raise UserError(
+            "the prompt dataset is empty", where=f"data.path = {cfg.data.path}", fix="check the file"
+        )
+    available = set.intersection(*(set(p.columns) for p in prompts))
+    runner.check_columns(available)
+    context = _context_length(model)
+    budget = cfg.rollout.max_new_tokens
+    for i, p in enumerate(prompts):
+        if context is not None and len(p.prompt_ids) + budget > context:
+            raise UserError(
+                f"prompt {i} has {len(p.prompt_ids)} tokens; with rollout.max_new_tokens={budget} it does not "
+                f"fit the model's context of {context} tokens",
+                where=f"{cfg.data.path}: record {i} (after templating)",
+                fix="shorten or drop that prompt, lower rollout.max_new_tokens, or lower data.max_length so "
+                "long prompts are cut",
+            )
+    probe_rewards(runner, prompts[0])
+    return prompts
+
+
+def probe_rewards(runner: Any, prompt: Any) -> None:
+    """Call every reward once on an empty completion: a function returning the wrong type fails now, not
+    mid-training (a raising function is only counted at run time: it may reject an empty string honestly)."""
+    columns = {**prompt.columns, "completion_length": 0, "max_completion_length": 1}
+    batch = runner.score([""], [prompt.prompt_text], [columns])
+    for error in batch.errors:
+        if error["error"].startswith("TypeError") and "must return" in error["error"]:
+            index = runner.labels.index(error["reward"])
+            raise UserError(
+                error["error"].removeprefix("TypeError: "),
+                where=f"rewards[{index}] (name={runner.rewards[index].spec.name!r})",
+                fix="return a float (or None when the reward does not apply)",
+            )
+
+
+def _context_length(model: Any) -> int | None:
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resume_point(cfg: RLConfig, out: Path) -> Path | None:
+    """The checkpoint to resume from, per train.resume; a fresh run refuses a folder holding checkpoints."""
+    from r1lab.training.checkpoint import find_latest_checkpoint
+
+    latest = find_latest_checkpoint(out)
+    if cfg.train.resume is True and latest is None:
+        raise UserError(
+            f"nothing to resume: {out} has no complete checkpoint",
+            where="train.resume",
+            fix="start without --resume (or train.resume=auto to resume only when possible)",
+        )
+    if cfg.train.resume is False and latest is not None:
+        raise UserError(
+            f"{out} already holds checkpoints of a run (newest: {latest.name})",
+            where="train.output_dir",
+            fix="resume it with --resume (train.resume=true), or choose a new train.output_dir",
+        )
+    return latest if cfg.train.resume else None
