@@ -106,6 +106,90 @@ def models_info(model: str) -> None:
         Console().print(f"[bold]{key}[/bold]: {value}")
 
 
+@data_app.command("make")
+def data_make(
+    task: str,
+    n: Annotated[int, typer.Option("--n", help="number of problems")] = 1000,
+    split: Annotated[str, typer.Option(help="train or test (their problems never overlap)")] = "train",
+    out: Annotated[
+        Path | None, typer.Option(help="JSONL file to write; default <task>-<split>.jsonl")
+    ] = None,
+    seed: int = 0,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="a task knob as key=value, e.g. -o digits=4")
+    ] = None,
+) -> None:
+    """Write a built-in task's problems (prompt, answer, step-by-step completion) as JSONL to see and edit."""
+    import json
+
+    import yaml
+
+    from r1lab.tasks import get_task
+
+    options = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {item!r} is not key=value", fix="e.g. --option digits=4")
+        options[key.strip()] = yaml.safe_load(value)
+    records = get_task(task).generate(n, seed=seed, split=split, **options)
+    path = out or Path(f"{task}-{split}.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+    console.print(f"[green]wrote[/green] {len(records)} {task} problems ({split}) to {path}")
+
+
+@data_app.command("tasks")
+def data_tasks() -> None:
+    """List the built-in tasks, their default reward and their knobs."""
+    from rich.table import Table
+
+    from r1lab.tasks import TASKS, get_task
+
+    table = Table("task", "reward", "options (defaults)", "what")
+    for name in TASKS:
+        task = get_task(name)
+        knobs = ", ".join(f"{k}={v}" for k, v in task.defaults.items())
+        table.add_row(name, task.reward, knobs, task.description)
+    Console().print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str,
+    task: Annotated[str | None, typer.Option(help="built-in task (its test split, its reward)")] = None,
+    data: Annotated[str | None, typer.Option(help="eval set: a file, folder or hub dataset")] = None,
+    reward: Annotated[
+        list[str] | None, typer.Option("--reward", "-r", help="reward name (repeatable)")
+    ] = None,
+    n: Annotated[int, typer.Option(help="samples per problem for pass@k / maj@k")] = 1,
+    k: Annotated[
+        list[int] | None, typer.Option(help="k for pass@k and maj@k (repeatable); default 1 and n")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="evaluate the first N problems")] = None,
+    split: str = "test",
+    temperature: float = 0.7,
+    max_new_tokens: int = 256,
+    batch_size: int = 32,
+    out: Annotated[Path | None, typer.Option(help="results folder; default runs/eval/<model>-<set>")] = None,
+) -> None:
+    """Greedy accuracy, pass@k, maj@k, mean length and format errors with 95% intervals; writes
+    results.json, results.md and samples.jsonl."""
+    from r1lab.config import EvalConfig, validate
+    from r1lab.eval import results_markdown, run_eval
+
+    raw = dict(task=task, data=data, rewards=[{"name": r} for r in reward or []], n=n, k=k or sorted({1, n}),
+               limit=limit, split=split, temperature=temperature, max_new_tokens=max_new_tokens,
+               batch_size=batch_size)  # fmt: skip
+    cfg = validate(EvalConfig, raw, "command line")
+    folder = out or Path("runs/eval") / f"{Path(model).name}-{task or Path(data or '').stem}"
+    results = run_eval(model, cfg, folder)
+    print(results_markdown(results))
+    console.print(f"[green]done[/green]: {folder}/results.json, results.md, samples.jsonl")
+
+
 def main() -> None:
     try:
         app()

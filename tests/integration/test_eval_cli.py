@@ -1,0 +1,76 @@
+"""`r1lab data make` and `r1lab eval` end to end on the tiny model, through the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from r1lab.cli import app
+
+
+def _r1lab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "r1lab.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_data_make_then_eval(tiny_model_dir, tmp_path):
+    runner = CliRunner()
+    data = tmp_path / "data" / "test.jsonl"
+    made = runner.invoke(
+        app, ["data", "make", "ordering", "--n", "6", "--split", "test", "--out", str(data), "-o", "count=3"]
+    )
+    assert made.exit_code == 0, made.output
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    assert len(records) == 6 and all(len(r["numbers"]) == 3 for r in records)
+    assert all(r["completion"].endswith(f"Answer: {r['answer']}") for r in records)
+
+    out = tmp_path / "eval"
+    args = [
+        "eval",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--reward",
+        "ordering",
+        "--reward",
+        "answer_format",
+    ]
+    result = runner.invoke(
+        app, [*args, "--n", "4", "--k", "1", "--k", "4", "--max-new-tokens", "8", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "results.json").read_text())
+    assert metrics["num_problems"] == 6 and metrics["rewards"] == ["ordering", "answer_format"]
+    for key in ("accuracy", "pass@1", "pass@4", "maj@1", "maj@4", "format_error_rate", "reward/ordering"):
+        assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["pass@1"] <= metrics["pass@4"]
+    assert 1 <= metrics["mean_length"] <= 8
+    assert "| pass@4 |" in (out / "results.md").read_text() and "| pass@4 |" in result.output
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6 * (1 + 4)
+
+
+def test_eval_a_task_by_name(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app, ["eval", str(tiny_model_dir), "--task", "countdown", "--limit", "3", "--max-new-tokens", "4", "--out", str(out)]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "results.json").read_text())
+    assert metrics["num_problems"] == 3 and metrics["rewards"] == ["countdown"] and "pass@1" not in metrics
+
+
+def test_bad_input_is_one_clear_message(tiny_model_dir, tmp_path):
+    unknown = _r1lab("data", "make", "sudoku", "--n", "3", "--out", str(tmp_path / "x.jsonl"))
+    assert unknown.returncode == 2
+    assert "unknown task 'sudoku'" in unknown.stderr and "countdown" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+    data = tmp_path / "plain.jsonl"
+    data.write_text(json.dumps({"prompt": "Sort 3, 1", "solution": "1, 3"}) + "\n")
+    missing = _r1lab("eval", str(tiny_model_dir), "--data", str(data), "--reward", "ordering")
+    assert missing.returncode == 2
+    assert "'answer'" in missing.stderr and "Traceback" not in missing.stderr
