@@ -1,0 +1,247 @@
+"""Supervised fine-tuning: one linear loop, the same code for one process and for many (accelerate DDP).
+
+Loss of an optimizer step = (sum of target-token NLL over every micro-batch on every rank) / (number of target
+tokens in that whole accumulated batch). The token count is all-reduced before the step's first forward, so
+gradient accumulation and extra processes give the same update as one large batch.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from r1lab.algorithms.sft_losses import IGNORE_INDEX, SFT_LOSSES
+from r1lab.config import SFTConfig, dump_config
+from r1lab.data import build_sft_dataset, collate
+from r1lab.errors import UserError
+from r1lab.models import load_model, save_model
+from r1lab.training.accel import build_accelerator, seed_everything
+from r1lab.training.checkpoint import (
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from r1lab.training.data_order import EpochOrder, shard
+from r1lab.training.interrupt import StopFlag
+from r1lab.training.optim import build_optimizer, build_scheduler
+from r1lab.training.rundir import ensure_writable, write_state
+from r1lab.training.tracking import Tracker, console
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    """Train, write `final/` (and checkpoints, metrics.jsonl, config.yaml, state.json) in cfg.train.output_dir.
+
+    Returns the folder a next stage should load: `final/`, or `final/merged` for LoRA with merge_on_save.
+    """
+    train = cfg.train
+    out = ensure_writable(train.output_dir)
+    accelerator, precision = build_accelerator(train, cfg.model)
+    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    seed_everything(train.seed)
+    loss_fn = SFT_LOSSES.get(cfg.loss)
+
+    model, tokenizer = load_model(cfg.model, trainable=True)
+    dataset = build_sft_dataset(cfg.data, tokenizer, seed=train.seed)
+    lengths = [len(ex["input_ids"]) for ex in dataset]
+    global_batch = train.batch_size * train.grad_accum * world
+    order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)
+    total = train.max_steps or max(1, math.ceil(train.epochs * order.steps_per_epoch))
+
+    model = accelerator.prepare(model)
+    optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
+    scheduler = build_scheduler(optimizer, cfg.optim, total)  # stepped by hand: once per optimizer step
+
+    start = _resume(cfg, out, accelerator, model, optimizer, scheduler, global_batch)
+    if main:
+        dump_config(cfg, out / "config.yaml")
+        write_state(out, "running", step=start, total_steps=total)
+        console.print(
+            f"sft: {len(dataset)} examples ({dataset.stats}), {total} steps of {global_batch} sequences, "
+            f"{world} process(es), precision {precision}"
+        )
+    tracker = Tracker(out, enabled=main, total_steps=total, start_step=start, report_to=train.report_to)
+
+    def save(step: int) -> None:
+        epoch, position = order.position(step)
+        meta = {"epoch": epoch, "position": position, "global_batch": global_batch, "seed": train.seed}
+        save_checkpoint(
+            accelerator, model, tokenizer, optimizer, scheduler, out, step, meta, train.save_total_limit
+        )
+
+    pad_id = tokenizer.pad_token_id
+    # tokens/s counts training compute only (not checkpoint or eval time); elapsed is wall time.
+    step, began, window_tokens, window_time = start, time.perf_counter(), 0, 0.0
+    model.train()
+    try:
+        with StopFlag() as stop:
+            while step < total:
+                step_began = time.perf_counter()
+                indices = order.batch(step)
+                micro = shard(indices, lengths, rank=rank, world=world, micro_batch=train.batch_size)
+                batches = [
+                    collate(
+                        [dataset[i] for i in ids], pad_id, packing=cfg.packing, max_length=cfg.data.max_length
+                    )
+                    for ids in micro
+                ]
+                targets = [_shifted_targets(b) for b in batches]
+                local = torch.tensor(float(sum(int((t != IGNORE_INDEX).sum()) for t in targets)))
+                n_tokens = accelerator.reduce(local.to(accelerator.device), reduction="sum").clamp(min=1)
+
+                step_loss = torch.zeros((), device=accelerator.device)
+                for i, (batch, target) in enumerate(zip(batches, targets, strict=True)):
+                    last = i == len(batches) - 1
+                    with nullcontext() if last else accelerator.no_sync(model):
+                        summed = _forward_loss(model, batch, target, loss_fn, accelerator.device)
+                        # DDP averages gradients over ranks, so multiply by `world` to get a plain global sum.
+                        accelerator.backward(summed * world / n_tokens)
+                    step_loss += summed.detach()
+
+                grad_norm = _clip(accelerator, model, cfg.optim.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                loss = accelerator.reduce(step_loss, reduction="sum") / n_tokens
+                window_tokens += sum(lengths[i] for i in indices)
+                window_time += time.perf_counter() - step_began
+                if step % train.log_every == 0 or step == total:
+                    metrics = {
+                        "loss": loss.item(),
+                        "lr": lr,
+                        "grad_norm": grad_norm,
+                        "tokens_per_s": window_tokens / max(window_time, 1e-9),
+                        "target_tokens": int(n_tokens.item()),
+                        "epoch": step / order.steps_per_epoch,
+                        "elapsed": time.perf_counter() - began,
+                    }
+                    tracker.log(step, metrics)
+                    window_tokens, window_time = 0, 0.0
+                tracker.advance(step)
+                if dataset.eval and train.eval_every and step % train.eval_every == 0 and step < total:
+                    tracker.log(
+                        step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, loss_fn, pad_id)}
+                    )
+                if train.save_every and step % train.save_every == 0 and step < total:
+                    save(step)
+                if stop.requested(accelerator):
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        tracker.close()
+        save(step)
+        if main:
+            write_state(out, "interrupted", step=step, total_steps=total)
+            console.print(
+                f"[yellow]interrupted at step {step}: checkpoint saved; resume with --resume[/yellow]"
+            )
+        raise
+
+    if dataset.eval:
+        tracker.log(step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, loss_fn, pad_id)})
+    tracker.close()
+    if not list_checkpoints(out) or list_checkpoints(out)[-1].name != f"step-{step}":
+        save(step)
+    final = _save_final(cfg, out, accelerator, model, tokenizer)
+    if main:
+        write_state(out, "complete", step=step, total_steps=total, final=str(final))
+    return final
+
+
+def _shifted_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """targets[b, t] = label of token t+1 (what position t predicts); -100 where nothing is learned,
+    including the first token of each packed sequence (it is not predicted from the previous one)."""
+    targets = batch["labels"][:, 1:].clone()
+    if "position_ids" in batch:
+        targets[batch["position_ids"][:, 1:] == 0] = IGNORE_INDEX
+    return targets
+
+
+def _forward_loss(
+    model: Any, batch: dict[str, torch.Tensor], targets: torch.Tensor, loss_fn: Any, device: torch.device
+) -> torch.Tensor:
+    """Summed loss of one micro-batch; the LM head runs only on positions that have a target."""
+    keep = F.pad(targets != IGNORE_INDEX, (0, 1), value=False)  # [B, T]: positions whose logits we need
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep.to(device), use_cache=False).logits  # [K, V]
+    summed, _ = loss_fn(logits, targets[targets != IGNORE_INDEX].to(device))
+    return summed
+
+
+def _clip(accelerator: Any, model: Any, max_norm: float | None) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm is None:  # still report the norm
+        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
+    return float(accelerator.clip_grad_norm_(params, max_norm))
+
+
+@torch.no_grad()
+def evaluate(model: Any, examples: Any, cfg: SFTConfig, accelerator: Any, loss_fn: Any, pad_id: int) -> float:
+    """Mean target-token NLL over a held-out set (sharded over ranks, summed across them)."""
+    model.eval()
+    inner = accelerator.unwrap_model(model)  # no DDP hooks: ranks may run different numbers of batches
+    mine = list(range(accelerator.process_index, len(examples), accelerator.num_processes))
+    total = torch.zeros(2, device=accelerator.device)
+    for i in range(0, len(mine), cfg.train.batch_size):
+        batch = collate(
+            [examples[j] for j in mine[i : i + cfg.train.batch_size]],
+            pad_id,
+            packing=cfg.packing,
+            max_length=cfg.data.max_length,
+        )
+        targets = _shifted_targets(batch)
+        with accelerator.autocast():
+            summed = _forward_loss(inner, batch, targets, loss_fn, accelerator.device)
+        total += torch.stack([summed.float(), (targets != IGNORE_INDEX).sum().float().to(summed.device)])
+    total = accelerator.reduce(total, reduction="sum")
+    model.train()
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def _resume(
+    cfg: SFTConfig, out: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, global_batch: int
+) -> int:
+    """Restore the newest complete checkpoint when asked to; return the step to continue from."""
+    latest = find_latest_checkpoint(out)
+    if not cfg.train.resume:
+        if latest is not None:
+            raise UserError(
+                f"{out} already holds checkpoints of an earlier run (newest: {latest.name})",
+                where="train.output_dir",
+                fix="continue it with --resume (or train.resume=auto), or choose another output_dir",
+            )
+        return 0
+    if latest is None:
+        if accelerator.is_main_process and cfg.train.resume is True:
+            console.print(f"[yellow]resume: no checkpoint in {out}; starting from step 0[/yellow]")
+        return 0
+    meta = load_checkpoint(latest, accelerator, model, optimizer, scheduler)
+    if meta.get("global_batch", global_batch) != global_batch:
+        raise UserError(
+            f"{latest} was trained with {meta['global_batch']} sequences per step, this config gives {global_batch}",
+            where="train.batch_size / train.grad_accum",
+            fix="resume with the same batch_size, grad_accum and process count",
+        )
+    if accelerator.is_main_process:
+        console.print(f"resuming from {latest} (step {meta['step']})")
+    return int(meta["step"])
+
+
+def _save_final(cfg: SFTConfig, out: Path, accelerator: Any, model: Any, tokenizer: Any) -> Path:
+    final = out / "final"
+    merge = cfg.model.lora is not None and cfg.model.lora.merge_on_save
+    result = final / "merged" if merge else final
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        result = save_model(accelerator.unwrap_model(model), tokenizer, final, merge_lora=merge)
+    accelerator.wait_for_everyone()
+    return Path(result)

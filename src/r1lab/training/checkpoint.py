@@ -1,0 +1,172 @@
+"""Atomic, resumable checkpoints: `<output_dir>/checkpoints/step-N/`.
+
+A checkpoint folder holds the model in HF format (written by `r1lab.models.save_model`: safetensors, or the
+LoRA adapter for a peft model) plus the trainer state needed to continue bit-for-bit:
+`trainer_state.pt` (optimizer, scheduler, the RNG states of every rank; loaded with weights_only=True) and
+`trainer_state.json` (step, data position and whatever the loop adds). Everything is written into a hidden
+temporary folder that is renamed into place at the end, so a crash never leaves a half checkpoint; a folder
+without `trainer_state.json` is ignored. Only rank 0 writes; every rank reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from r1lab.errors import UserError
+from r1lab.models import save_model
+
+STATE_FILE = "trainer_state.pt"
+META_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states as plain lists and tensors (so weights_only loading accepts them)."""
+    py_version, py_state, py_gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    output_dir: str | Path,
+    step: int,
+    meta: dict[str, Any] | None = None,
+    save_total_limit: int | None = None,
+) -> Path:
+    """Write `checkpoints/step-<step>/` atomically (collective: call it on every rank). Returns its path."""
+    root = checkpoints_dir(output_dir)
+    final = root / f"step-{step}"
+    rng_all = gather_object([rng_state()])  # one entry per rank, in rank order
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".step-{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(accelerator.unwrap_model(model), tokenizer, tmp)
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_all}
+        torch.save(state, tmp / STATE_FILE)
+        info = {"step": step, "world_size": accelerator.num_processes, **(meta or {})}
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2))
+        if final.exists():  # the same step saved again (e.g. an interrupt right after a periodic save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _prune(root, save_total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints, oldest first."""
+    root = checkpoints_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.match(p.name)) and (p / META_FILE).is_file() and (p / STATE_FILE).is_file()
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(
+    path: str | Path,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> dict[str, Any]:
+    """Restore model weights, optimizer, scheduler and this rank's RNG state; return the saved meta dict."""
+    path = Path(path)
+    meta = json.loads((path / META_FILE).read_text())
+    if meta.get("world_size", accelerator.num_processes) != accelerator.num_processes:
+        raise UserError(
+            f"checkpoint {path.name} was written by {meta['world_size']} processes, "
+            f"this run has {accelerator.num_processes}",
+            where=str(path),
+            fix="resume with the same number of processes, or start a new output_dir",
+        )
+    load_weights(path, accelerator.unwrap_model(model))
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"][accelerator.process_index])
+    return meta
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load the weights `save_model` wrote in `path` into `model` in place (full model or LoRA adapter)."""
+    if isinstance(model, PeftModel):
+        result = set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        unexpected = result.unexpected_keys
+    else:
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise UserError(
+                f"no safetensors weights in checkpoint {path}", fix="delete this checkpoint folder"
+            )
+        tensors: dict[str, torch.Tensor] = {}
+        for file in files:
+            tensors.update(load_file(file))
+        result = model.load_state_dict(tensors, strict=False)
+        unexpected = result.unexpected_keys
+        tied = {k for k in result.missing_keys if k.endswith("lm_head.weight")}
+        if set(result.missing_keys) - tied:
+            raise UserError(
+                f"checkpoint {path} lacks weights {sorted(result.missing_keys)[:3]}...",
+                fix="it was written for another model; resume with the same model config",
+            )
+    if unexpected:
+        raise UserError(
+            f"checkpoint {path} has weights this model lacks: {sorted(unexpected)[:3]}...",
+            fix="resume with the same model (and LoRA) config that wrote it",
+        )
+
+
+def _prune(root: Path, keep: int | None) -> None:
+    if keep is None:
+        return
+    for old in list_checkpoints(root.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
