@@ -101,6 +101,14 @@ def normalise(
 ) -> Conversation | Preference:
     """One record in the schema's format -> a Conversation (or Preference)."""
     cols = schema.columns
+    absent = [cols[n] for n in FORMATS[schema.format] if cols[n] not in record]
+    if absent:
+        raise UserError(
+            f"a record has no column {', '.join(absent)} (format {schema.format!r}); "
+            f"its columns: {', '.join(sorted(record)) or '(none)'}",
+            where=where,
+            fix="give every record the same columns (one format per file)",
+        )
     used = {cols[n] for n in (*FORMATS[schema.format], "system") if n in cols}
     if schema.format == "preference" and "prompt" in cols:
         used.add(cols["prompt"])

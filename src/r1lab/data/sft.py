@@ -1,0 +1,86 @@
+"""SFT datasets: records -> conversations -> token ids with assistant-only labels, within max_length."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from r1lab.config import DataConfig
+from r1lab.data.formats import Conversation, normalise, resolve_schema
+from r1lab.data.splits import train_eval_records
+from r1lab.data.tokenize import IGNORE, tokenize_conversation
+from r1lab.errors import UserError
+
+
+class SFTDataset(list):
+    """Examples `{"input_ids": [...], "labels": [...]}` in dataset order (labels -100 off the assistant turns).
+
+    `stats` counts what happened to the records: total, skipped_no_assistant, truncated, dropped, kept,
+    target_tokens. `eval` is the held-out SFTDataset (data.eval_path or data.eval_fraction) or None.
+    """
+
+    def __init__(
+        self, examples: list[dict[str, list[int]]], stats: dict[str, int], eval: SFTDataset | None = None
+    ):
+        super().__init__(examples)
+        self.stats = stats
+        self.eval = eval
+
+
+def build_sft_dataset(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> SFTDataset:
+    """Read, normalise, template and tokenise the SFT data; `seed` draws the eval_fraction split."""
+    train, held = train_eval_records(cfg, seed)
+    eval_set = None if held is None else _build(held, cfg, tokenizer, cfg.eval_path or cfg.path)
+    return _build(train, cfg, tokenizer, cfg.path, eval_set)
+
+
+def _build(
+    records: list[dict[str, Any]],
+    cfg: DataConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    source: str,
+    eval_set: SFTDataset | None = None,
+) -> SFTDataset:
+    schema = resolve_schema(set().union(*records), cfg, source)
+    if schema.format not in ("messages", "prompt_completion"):
+        raise UserError(
+            f"SFT trains on conversations or prompt + completion pairs, but {source} is in format {schema.format!r}",
+            where="data.format",
+            fix="give the data a `messages` column or `prompt` + `completion` columns "
+            "(e.g. data.columns: {completion: chosen} to train on preferred answers)",
+        )
+    stats = dict(total=len(records), skipped_no_assistant=0, truncated=0, dropped=0, kept=0, target_tokens=0)
+    examples = []
+    for i, record in enumerate(records):
+        where = f"{source}, record {i + 1}"
+        conv = normalise(record, schema, cfg, where)
+        assert isinstance(conv, Conversation)
+        if not conv.has_target():
+            stats["skipped_no_assistant"] += 1
+            continue
+        try:
+            ids, labels = tokenize_conversation(tokenizer, conv.messages, conv.first_target)
+        except UserError as e:
+            raise UserError(
+                e.what, where=f"{where}" + (f", {e.where}" if e.where else ""), fix=e.fix
+            ) from None
+        if len(ids) > cfg.max_length:
+            # Truncation keeps the prompt and cuts the end; an example with no target left is dropped.
+            if cfg.overlong == "drop" or all(label == IGNORE for label in labels[: cfg.max_length]):
+                stats["dropped"] += 1
+                continue
+            ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
+            stats["truncated"] += 1
+        examples.append({"input_ids": ids, "labels": labels})
+        stats["target_tokens"] += sum(label != IGNORE for label in labels)
+    stats["kept"] = len(examples)
+    if not examples:
+        raise UserError(
+            f"no training example left in {source}: {stats['total']} records, "
+            f"{stats['skipped_no_assistant']} without an assistant turn, "
+            f"{stats['dropped']} dropped as longer than max_length {cfg.max_length}",
+            where="data.path / data.max_length",
+            fix="check that conversations have assistant turns (or completions), or raise data.max_length",
+        )
+    return SFTDataset(examples, stats, eval_set)
