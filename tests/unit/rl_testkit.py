@@ -43,6 +43,7 @@ TARGET = "7"
 
 def write_inputs(tmp_path: Path, n_prompts: int = 8) -> tuple[Path, Path]:
     """A prompt file (columns prompt, answer) and the reward file; returns their paths."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "prompts.jsonl"
     topics = ["animals", "colours", "numbers", "the sea", "a dog", "a fox", "the sky", "a tree"]
     data.write_text(

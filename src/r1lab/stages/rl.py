@@ -101,6 +101,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     if main:
         dump_config(cfg, out / "config.yaml")
         write_state(out, "running", step=step, total_steps=total_steps)
+        drop_samples_after(out / "samples.jsonl", step)
     order = prompt_order(len(prompts), cfg.train.seed, cfg.data.shuffle)
     tracker = Tracker(
         out,
@@ -122,30 +123,9 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         while step < total_steps:
             model.train()
             started = time.perf_counter()
-            # ---- roll out and score; dynamic sampling refills with the next prompts
-            batch, seen, refills = None, [], 0
-            while True:
-                positions = list(range(position, position + cfg.prompts_per_step))
-                position += cfg.prompts_per_step
-                scored = rollout_and_score(
-                    engine, runner, [prompts[order(p)] for p in positions], positions, cfg
-                )
-                seen.append(scored)
-                batch = scored if batch is None else _concat(batch, scored)
-                if not cfg.algorithm.dynamic_sampling:
-                    break
-                flat = flat_groups(batch.rewards, batch.rollouts.prompt_index)
-                keep_groups = [g for g in dict.fromkeys(batch.rollouts.prompt_index) if g not in flat]
-                keep_groups = keep_groups[: cfg.prompts_per_step]
-                keep = [i for i, g in enumerate(batch.rollouts.prompt_index) if g in set(keep_groups)]
-                if len(keep_groups) == cfg.prompts_per_step or refills == cfg.algorithm.max_refills:
-                    batch = select_rows(batch, keep) if keep else batch
-                    break
-                batch = select_rows(batch, keep) if keep else None
-                refills += 1
-                if batch is None:
-                    continue
-            assert batch is not None
+            # ---- roll out and score (dynamic sampling: drop flat groups, refill from the next prompts)
+            batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
+            position += len(seen) * cfg.prompts_per_step
             advantages = advantages_for(batch, cfg.algorithm.advantage)
 
             # ---- update (mu optimizer steps on the same rollouts)
@@ -179,7 +159,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                     "lr": scheduler.get_last_lr()[0],
                     "skipped_steps": skipped,
                     "bad_step": int(bad),
-                    "refills": refills,
+                    "refills": len(seen) - 1,
                     "time/generation": gen_s,
                     "time/reward": sum(s.reward_seconds for s in seen),
                     "time/training": t_done - t_train,
@@ -214,6 +194,36 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     final = next(p for p in gather_objects(final) if p is not None)
     accelerator.wait_for_everyone()
     return Path(final)
+
+
+def sample_batch(
+    cfg: RLConfig, engine: Any, runner: Any, prompts: list[Any], order: Callable[[int], int], position: int
+) -> tuple[Scored, list[Scored]]:
+    """Roll out and score the next prompts_per_step prompts; returns the batch to train on and every scored
+    round (for logging). With dynamic sampling, groups whose rewards are all equal are dropped and the next
+    prompts are drawn until prompts_per_step groups are kept or max_refills rounds are spent; if no group at
+    all survives, the last round is trained as it is (its advantages are 0: only a KL term moves the model)."""
+    rounds = 1 + (cfg.algorithm.max_refills if cfg.algorithm.dynamic_sampling else 0)
+    seen: list[Scored] = []
+    kept: Scored | None = None
+    for _ in range(rounds):
+        positions = list(range(position, position + cfg.prompts_per_step))
+        position += cfg.prompts_per_step
+        scored = rollout_and_score(engine, runner, [prompts[order(p)] for p in positions], positions, cfg)
+        seen.append(scored)
+        if not cfg.algorithm.dynamic_sampling:
+            return scored, seen
+        flat = flat_groups(scored.rewards, scored.rollouts.prompt_index)
+        rows = [i for i, g in enumerate(scored.rollouts.prompt_index) if g not in flat]
+        if rows:
+            part = select_rows(scored, rows)
+            kept = part if kept is None else _concat(kept, part)
+        if kept is not None and len(set(kept.rollouts.prompt_index)) >= cfg.prompts_per_step:
+            break
+    if kept is None:
+        return seen[-1], seen
+    groups = list(dict.fromkeys(kept.rollouts.prompt_index))[: cfg.prompts_per_step]
+    return select_rows(kept, [i for i, g in enumerate(kept.rollouts.prompt_index) if g in set(groups)]), seen
 
 
 def make_reference(model: torch.nn.Module, cfg: RLConfig) -> Callable[..., torch.Tensor] | None:
@@ -325,6 +335,14 @@ def write_samples(path: Path, step: int, batch: Scored, advantages: torch.Tensor
                 "length": batch.rollouts.completion_lengths[i],
             }
             f.write(json.dumps(record) + "\n")
+
+
+def drop_samples_after(path: Path, step: int) -> None:
+    """A resumed run rewrites the steps after its checkpoint: drop their old samples (all of them when fresh)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines() if step else []
+    path.write_text("".join(line + "\n" for line in lines if line and json.loads(line)["step"] <= step))
 
 
 def _num(x: float) -> float | None:
