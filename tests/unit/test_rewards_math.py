@@ -45,6 +45,12 @@ def test_math_table(completion: str, gold: str, expected: float) -> None:
     assert REWARDS.get("math")(completion, prompt="q", answer=gold) == expected
 
 
+def test_math_gives_up_on_a_pathological_answer() -> None:
+    # sympy would try to evaluate a tower of powers for a very long time; math-verify's timeout stops it
+    tower = load_reward(RewardSpec(name="math", kwargs={"timeout": 1}))
+    assert tower(r"\boxed{9^{9^{9^{9}}}}", prompt="q", answer="3") == 0.0
+
+
 def test_math_without_gold_is_not_applicable() -> None:
     assert REWARDS.get("math")(r"\boxed{3}", prompt="q", answer=None) is None
     assert REWARDS.get("math")(r"\boxed{3}", prompt="q", answer="") is None

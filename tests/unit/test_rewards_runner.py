@@ -185,3 +185,14 @@ def test_large_batch_in_one_worker(isolated: bool) -> None:
     assert batch.per_function["math"] == [0.0 if i % 3 == 0 else 1.0 for i in range(64)]
     if isolated:
         assert runner.worker.restarts == 0
+
+
+def test_spawned_worker_reloads_the_functions(user_file: Path, monkeypatch) -> None:
+    """Where fork is not used (macOS, Windows) the worker is spawned and loads the rewards again itself."""
+    monkeypatch.setattr("sys.platform", "darwin")
+    specs = [RewardSpec(name="math"), RewardSpec(name=f"{user_file}:by_mode")]
+    with RewardRunner(specs) as runner:
+        assert runner.worker.ctx.get_start_method() == "spawn"
+        batch = runner.score([r"\boxed{2}", "raise"], ["q", "q"], rows(["2", "3"]))
+    assert batch.per_function == {"math": [1.0, 0.0], "by_mode": [9.0, 0.0]}
+    assert batch.failures == {"math": 0, "by_mode": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from functools import lru_cache
@@ -21,6 +22,8 @@ from r1lab.rewards.extract import (
 from r1lab.rewards.registry import answer_column, reward
 
 _CONFIGS = (LatexExtractionConfig(), ExprExtractionConfig())
+# math-verify logs every timed-out input in full at WARNING; an answer it cannot settle in time just scores 0.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 _MATHY = re.compile(r"[\d\\^_{}()\[\]=+\-*/]")
 
 
