@@ -52,6 +52,13 @@ def test_messages_data_prompt_stops_before_last_assistant_turn(tmp_path, tiny_to
     assert ex.prompt_text == "Hello!" and ex.columns == {"answer": "x"}
 
 
+def test_prompt_column_wins_over_messages_for_rl(tmp_path, tiny_tokenizer):
+    msgs = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "I am fine."}]
+    path = write(tmp_path / "p.jsonl", [{"prompt": "What is 1 + 1?", "messages": msgs, "answer": "2"}])
+    ex = build_prompt_dataset(DataConfig(path=path), tiny_tokenizer)[0]
+    assert ex.prompt_text == "What is 1 + 1?" and ex.columns == {"messages": msgs, "answer": "2"}
+
+
 def test_mapped_columns_and_reserved_names(tmp_path, tiny_tokenizer):
     rows = [{"question": "1+1?", "solution": "It is 2.", "gold": "2", "completion_length": 3}]
     path = write(tmp_path / "p.jsonl", rows)

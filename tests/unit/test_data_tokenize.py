@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
+
 from r1lab.data import IGNORE, tokenize_conversation, tokenize_prompt
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -63,3 +67,35 @@ def test_first_target_skips_earlier_assistant_turns(tiny_tokenizer):
 def test_empty_assistant_content_still_learns_to_stop(tiny_tokenizer):
     ids, labels = tokenize_conversation(tiny_tokenizer, [Q1, {"role": "assistant", "content": ""}])
     assert targets(tiny_tokenizer, ids, labels) == ["<|im_end|>"]
+
+
+LLAMA3 = (
+    "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+GEMMA = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "specials", "end"),
+    [
+        (LLAMA3, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>"),
+        (GEMMA, ["<bos>", "<start_of_turn>", "<end_of_turn>", "<eos>"], "<end_of_turn>"),
+    ],
+)
+def test_other_template_families(tiny_tokenizer, template, specials, end):
+    """End-of-turn tokens other than ChatML's, and an EOS that differs from the end-of-turn token."""
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok.chat_template = template
+    if "<eos>" in specials:
+        tok.eos_token, tok.bos_token = "<eos>", "<bos>"
+    ids, labels = tokenize_conversation(tok, [Q1, A1, Q2, A2])
+    got = [tok.decode([i]) for i, label in zip(ids, labels, strict=True) if label != IGNORE]
+    want = []
+    for a in (A1, A2):
+        want += [tok.decode([i]) for i in tok(a["content"], add_special_tokens=False)["input_ids"]] + [end]
+    assert got == want

@@ -54,7 +54,12 @@ def _build(
     source: str,
     eval_set: PromptDataset | None = None,
 ) -> PromptDataset:
-    schema = resolve_schema(set().union(*records), cfg, source)
+    found = set().union(*records)
+    schema = resolve_schema(found, cfg, source)
+    if cfg.format == "auto" and schema.format == "messages" and "prompt" in schema.columns:
+        # data with both (e.g. task files): the prompt column is the RL prompt; messages go to the rewards
+        fmt = "prompt_completion" if "completion" in schema.columns else "prompt"
+        schema = resolve_schema(found, cfg.model_copy(update={"format": fmt}), source)
     if schema.format == "preference" and "prompt" not in schema.columns:
         raise UserError(
             f"preference data in {source} has no `prompt` column to take RL prompts from",
