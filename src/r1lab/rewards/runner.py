@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class RewardRunner:
         self.labels = _unique([r.label for r in self.rewards])
         self.accuracy_index = next((i for i, r in enumerate(self.rewards) if r.correctness), None)
         self.worker = Worker(self.rewards) if isolated else None
+        if self.worker is not None:
+            # Fork now, typically before the model is loaded: a small parent forks faster and holds no CUDA state.
+            self.worker.start()
 
     def check_columns(self, available: set[str]) -> None:
         """Raise UserError if a reward needs a column the dataset does not have."""
@@ -154,7 +158,8 @@ class RewardRunner:
     def __del__(self) -> None:
         worker = getattr(self, "worker", None)
         if worker is not None:
-            worker.kill()
+            with contextlib.suppress(Exception):  # at interpreter shutdown multiprocessing may be torn down
+                worker.kill()
 
 
 def _unique(labels: list[str]) -> list[str]:

@@ -118,7 +118,7 @@ class Worker:
         self.started: Any = None
         self.restarts = 0
 
-    def _start(self) -> None:
+    def start(self) -> None:
         parent, child = self.ctx.Pipe()
         self.started = self.ctx.RawValue("q", -1)
         forked = self.ctx.get_start_method() == "fork"
@@ -141,7 +141,7 @@ class Worker:
         try:
             while pending:
                 if self.process is None:
-                    self._start()
+                    self.start()
                 self.started.value = -1
                 self.conn.send((batch, pending))
                 pending = self._collect(pending, results)
