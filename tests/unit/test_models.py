@@ -157,7 +157,7 @@ def test_tokenizer_chat_template_override_and_pad(tmp_path, tiny_model_dir):
 def test_bfloat16_loads_and_float16_needs_a_gpu(tiny_model_dir):
     model, _ = load_model(ModelConfig(path=str(tiny_model_dir), dtype="bfloat16"))
     assert model.dtype == torch.bfloat16
-    if not torch.cuda.is_available():
+    if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
         with pytest.raises(UserError, match="float16") as e:
             load_model(ModelConfig(path=str(tiny_model_dir), dtype="float16"))
         assert e.value.where == "model.dtype"

@@ -120,14 +120,15 @@ def _resolve_dtype(name: str, path: Path) -> torch.dtype:
     import torch
 
     cuda = torch.cuda.is_available()
-    supported = {"float32": True, "bfloat16": not cuda or torch.cuda.is_bf16_supported(), "float16": cuda}
+    gpu = cuda or torch.backends.mps.is_available()
+    supported = {"float32": True, "bfloat16": not cuda or torch.cuda.is_bf16_supported(), "float16": gpu}
     if name == "auto":
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         stored = config.get("dtype") or config.get("torch_dtype") or "float32"
         return getattr(torch, stored) if supported.get(stored) else torch.float32
     if not supported[name]:
-        hardware = "this GPU (no bfloat16 support)" if cuda else "CPU (float16 needs a GPU)"
-        fix = "use float16 or float32" if cuda else "use float32 (or bfloat16) on CPU"
+        hardware = "this GPU (no bfloat16 support)" if gpu else "CPU (float16 needs a GPU)"
+        fix = "use float16 or float32" if gpu else "use float32 (or bfloat16) on CPU"
         raise UserError(f"dtype {name} is not supported on {hardware}", where="model.dtype", fix=fix)
     return getattr(torch, name)
 
