@@ -56,6 +56,13 @@ def test_math_without_gold_is_not_applicable() -> None:
     assert REWARDS.get("math")(r"\boxed{3}", prompt="q", answer="") is None
 
 
+def test_math_accepts_a_list_of_golds() -> None:
+    math = REWARDS.get("math")
+    assert math(r"\boxed{0.5}", prompt="q", answer=["1/3", r"\frac{1}{2}"]) == 1.0
+    assert math(r"\boxed{0.25}", prompt="q", answer=["1/3", "1/2"]) == 0.0
+    assert math(r"\boxed{1}", prompt="q", answer=[]) is None
+
+
 def test_math_reads_another_column_and_int_gold() -> None:
     fn = load_reward(RewardSpec(name="math", kwargs={"answer_key": "solution"}))
     assert fn.columns == {"solution"}

@@ -44,6 +44,8 @@ CHOICE_CASES = [
     ("B) 42", "B", 1.0),  # the completion is just the option
     ("A careful look rules out (A) and (C); it must be (D).", "D", 1.0),  # last parenthesised option
     ("A cat is not a dog, so C", "C", 1.0),  # "A" as an article is not a choice
+    ("The answer is a bit unclear, but B", "B", 1.0),  # "a" as an article after "answer is"
+    ("The answer is B because A fails", "B", 1.0),
     ("The answer is (B).", 1, 1.0),  # 0-based index gold
     ("The answer is (B).", "C", 0.0),
     ("I cannot decide.", "A", 0.0),  # no option at all

@@ -74,7 +74,14 @@ def math_reward(
     The answer is the last \\boxed{} (inside the last <answer> block when there is one); without a box,
     math-verify looks for "final answer is" / "Answer:" and then the last expression. None when there is no gold.
     """
-    gold = gold_text(columns.get(answer_key))
+    gold_column = columns.get(answer_key)
+    if isinstance(gold_column, list | tuple):  # several accepted answers: any one will do
+        scores = [_math_score(completion, gold_text(g), timeout) for g in gold_column]
+        return max((x for x in scores if x is not None), default=None)
+    return _math_score(completion, gold_text(gold_column), timeout)
+
+
+def _math_score(completion: str, gold: str | None, timeout: int) -> float | None:
     if gold is None:
         return None
     region = answer_region(completion)

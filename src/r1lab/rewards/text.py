@@ -46,9 +46,11 @@ def _check_options(kwargs: dict[str, Any]) -> None:
 @lru_cache(maxsize=64)
 def _choice_patterns(options: str) -> tuple[re.Pattern[str], ...]:
     letter = f"[{options}]"
+    # a lowercase option only when no word follows: "answer: b" yes, "the answer is a bit off" no
+    either = f"{letter}\\b|[{options.lower()}]\\b(?! [a-z])"
     return (
         # "the answer is (B)", "Answer: b", "answer: **C**"
-        re.compile(rf"answer\s*(?:is|:)?\s*:?\s*[(*\s]*({letter})\b", re.IGNORECASE),
+        re.compile(rf"(?i:answer)\s*(?:(?i:is)|:)?\s*:?\s*[(*\s]*({either})"),
         # the whole region is an option: "B", "(B)", "B.", "B) 42"
         re.compile(rf"^\W*({letter})(?:[).:].*|\W*)$", re.IGNORECASE | re.DOTALL),
         re.compile(rf"\(({letter})\)"),
