@@ -29,7 +29,7 @@ def read_records(
     if local.is_file():
         records = _read_file(local, limit)
     elif local.is_dir():
-        records = _read_folder(local, split, subset, limit)
+        records = _read_folder(local, split, limit)
     elif _looks_local(path):
         raise UserError(
             f"data file not found: {path}",
@@ -74,7 +74,7 @@ def _take(ds: Any, limit: int | None) -> list[dict]:
     return ds.to_list()
 
 
-def _read_folder(folder: Path, split: str, subset: str | None, limit: int | None) -> list[dict]:
+def _read_folder(folder: Path, split: str, limit: int | None) -> list[dict]:
     if (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
         import datasets
 
