@@ -133,3 +133,21 @@ def test_eval_path(tmp_path, tiny_tokenizer):
     held = write(tmp_path / "held.jsonl", [conv(3)])
     ds = build_sft_dataset(DataConfig(path=train, eval_path=held), tiny_tokenizer)
     assert len(ds) == 2 and len(ds.eval) == 1
+
+
+def test_parquet_messages_with_uneven_message_keys(tmp_path, tiny_tokenizer):
+    """Parquet stores messages as structs: keys missing from a message come back as None and are dropped."""
+    import pandas as pd
+
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Hello!"},
+                {"role": "assistant", "content": "Hi.", "name": "bot"},
+            ]
+        },
+        conv(1),
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    ds = build_sft_dataset(DataConfig(path=str(tmp_path / "d.parquet")), tiny_tokenizer)
+    assert [target_text(tiny_tokenizer, e) for e in ds] == ["Hi.<|im_end|>", "The answer is 19.<|im_end|>"]
