@@ -66,6 +66,8 @@ def write_tiny_gguf(src: Path, out: Path) -> Path:
     writer.add_token_list([t for t, _ in vocab])
     writer.add_token_types([3 if t in specials else 1 for t, _ in vocab])
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
+    writer.add_bos_token_id(tok["model"]["vocab"]["<|endoftext|>"])  # transformers 5.17 needs one
+    writer.add_add_bos_token(False)
     writer.add_eos_token_id(config.eos_token_id)
     writer.add_pad_token_id(config.pad_token_id)
     writer.add_chat_template(AutoTokenizer.from_pretrained(src).chat_template)

@@ -76,6 +76,10 @@ def convert_gguf(
         del model.config.quantization_config
     if not tokenizer.chat_template and chat_template:
         tokenizer.chat_template = chat_template
+    for role in ("bos", "eos"):  # the config's ids come straight from the file; some transformers 5.x
+        token_id = getattr(model.config, f"{role}_token_id", None)  # tokenizer loaders mix up bos and eos
+        if isinstance(token_id, int) and getattr(tokenizer, f"{role}_token_id") != token_id:
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))
     for role, token in (("eos", eos), ("pad", pad)):
         if token is not None:
             setattr(tokenizer, f"{role}_token", token)
