@@ -17,6 +17,15 @@ from r1lab.errors import UserError
 from r1lab.stages.sft import run_sft
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a busy shared CPU extra threads make a step 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_data(path: Path, n: int = 40, seed: int = 0) -> Path:
     """Arithmetic chats of varied length (so batches pad and packing matters)."""
     rng = random.Random(seed)

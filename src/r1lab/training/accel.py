@@ -71,7 +71,9 @@ def build_accelerator(train: TrainConfig, model: ModelConfig | None = None) -> t
     Gradient accumulation is done by the loop itself (it needs the global token count), so the
     Accelerator is built with gradient_accumulation_steps=1.
     """
-    device = PartialState().device
+    # accelerate only forms a multi-process CPU (gloo) group when told cpu=True; GPUs are found by themselves.
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    device = PartialState(cpu=cpu).device
     precision = resolve_precision(train.precision, device)
     if model is not None:
         check_model_dtype(model, device)
@@ -81,7 +83,8 @@ def build_accelerator(train: TrainConfig, model: ModelConfig | None = None) -> t
         # singleton, so a later stage with another precision must clear it first.
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
-    return Accelerator(mixed_precision=_MIXED[precision], step_scheduler_with_optimizer=False), precision
+    accelerator = Accelerator(cpu=cpu, mixed_precision=_MIXED[precision], step_scheduler_with_optimizer=False)
+    return accelerator, precision
 
 
 def seed_everything(seed: int) -> None:
