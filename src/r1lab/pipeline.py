@@ -254,7 +254,7 @@ def _evaluate(label: str, model_path: str, cfg: EvalConfig | None, state: Pipeli
 
 
 def _write_summary(state: PipelineState, root: Path) -> None:
-    from r1lab.report.tables import results_table
+    from r1lab.eval.tables import results_table
 
     if state.data["evals"]:
         table = results_table(state.data["evals"])

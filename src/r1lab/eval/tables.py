@@ -29,20 +29,31 @@ def _metric_columns(results: list[Mapping[str, Any]]) -> list[str]:
     return ["accuracy", *keyed, *(k for k in tail if any(k in r for r in results))]
 
 
-def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+def results_table(
+    results: Mapping[str, Mapping[str, Any]], train_seconds: Mapping[str, float | None] | None = None
+) -> str:
     """A markdown table with one row per labelled eval (e.g. {"base": ..., "SFT→RL": ...}); accuracy, pass@k
-    and maj@k show their 95% Wilson intervals."""
+    and maj@k show their 95% Wilson intervals. `train_seconds` adds the training wall time of each row."""
     rows = list(results.values())
     if not rows:
         return "(no results)"
     metrics = _metric_columns(rows)
-    header = ["model", "problems", *metrics]
+    header = ["model", "problems", *metrics, *(["train time"] if train_seconds is not None else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, r in results.items():
         cells = [str(label), _fmt(r.get("num_problems"))]
         cells += [_fmt(r.get(m), r.get(f"{m}_ci95")) for m in metrics]
+        if train_seconds is not None:
+            cells.append(_duration(train_seconds.get(label)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def results_markdown(result: Mapping[str, Any]) -> str:

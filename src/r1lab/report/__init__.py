@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from r1lab.eval.tables import results_table
 from r1lab.report.html import render
 from r1lab.report.plots import accuracy_bars, curve_plot, read_metrics
-from r1lab.report.tables import results_table
 
-__all__ = ["results_table", "write_report"]
+__all__ = ["write_report"]
 
 
 def write_report(root: Path, state: dict[str, Any], arms: dict[str, str]) -> None:

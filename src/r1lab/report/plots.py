@@ -47,7 +47,7 @@ def accuracy_bars(evals: dict[str, dict[str, Any]], out: Path) -> Path:
     """Greedy accuracy per arm with its 95% Wilson interval as error bars."""
     labels = list(evals)
     acc = [100 * evals[a].get("accuracy", 0.0) for a in labels]
-    ci = [evals[a].get("accuracy_ci") or (evals[a].get("accuracy", 0.0),) * 2 for a in labels]
+    ci = [evals[a].get("accuracy_ci95") or (evals[a].get("accuracy", 0.0),) * 2 for a in labels]
     errors = [
         [v - 100 * lo for v, (lo, _) in zip(acc, ci, strict=True)],
         [100 * hi - v for v, (_, hi) in zip(acc, ci, strict=True)],
