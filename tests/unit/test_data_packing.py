@@ -39,7 +39,7 @@ def examples(tiny_tokenizer):
 def token_losses(model, batch) -> torch.Tensor:
     """Cross-entropy of every target token (labels shifted as in a CausalLM), in row-major order."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits[:, :-1]
+    logits = model(**inputs, use_cache=False).logits[:, :-1]
     labels = batch["labels"][:, 1:]
     losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
     return losses[labels != IGNORE]
@@ -49,7 +49,7 @@ def token_losses(model, batch) -> torch.Tensor:
 @pytest.mark.parametrize("model_dir", ["tiny_model_dir", "tiny_qwen_dir"])
 def test_packed_loss_equals_unpacked_loss(examples, tiny_tokenizer, impl, model_dir, request):
     model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(model_dir), attn_implementation=impl)
-    model.train()  # as in training (dropout is 0 in the tiny config); the forward builds a cache by default
+    model.train()  # as in training (dropout is 0 in the tiny config)
     pad = tiny_tokenizer.pad_token_id
     rows = pack(examples, max_length=80)
     assert len(rows) < len(examples)  # several examples do share a row
@@ -61,14 +61,15 @@ def test_packed_loss_equals_unpacked_loss(examples, tiny_tokenizer, impl, model_
         padded = token_losses(model, collate(in_row_order, pad, packing=False, max_length=512))
         packed = token_losses(model, collate(rows, pad, packing=True, max_length=80))
         repacked = token_losses(model, collate(examples, pad, packing=True, max_length=80))
+        batch = collate(rows, pad, packing=True, max_length=80)
+        explicit = token_losses(model, {**batch, "attention_mask": block_causal_mask(batch["position_ids"])})
     # token by token, then the summed and the mean loss over target tokens
-    for other in (padded, packed, repacked):
+    for other in (padded, packed, repacked, explicit):
         assert other.shape == alone.shape
         assert torch.allclose(other, alone, atol=1e-5, rtol=0)
         assert torch.allclose(other.mean(), alone.mean(), atol=1e-5, rtol=0)
-        assert torch.allclose(
-            other.sum(), alone.sum(), atol=1e-5, rtol=1e-6
-        )  # a sum of ~300: fp32 ulp is 3e-5
+        # a sum of ~300 tokens' losses: float32 rounding alone is ~3e-5 there, hence the small rtol
+        assert torch.allclose(other.sum(), alone.sum(), atol=1e-5, rtol=1e-6)
 
 
 def test_packed_rows_positions_and_labels(examples):
@@ -121,3 +122,9 @@ def test_unpacked_collate_pads_right():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, -100]]
     assert set(batch) == {"input_ids", "labels", "attention_mask"}
+    packed = collate(examples, pad_token_id=0, packing=True, max_length=16)
+    assert set(packed) == {"input_ids", "labels", "position_ids"}
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8]] and packed["position_ids"].tolist() == [
+        [0, 1, 2, 0]
+    ]
+    assert packed["labels"].tolist() == [[-100, 6, 7, -100]]  # 8 is not a target of the example before it

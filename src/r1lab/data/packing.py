@@ -1,13 +1,16 @@
 """Batching: right-padding, or padding-free packing of several examples into one row.
 
-A packed row concatenates examples; `position_ids` restart at 0 for each one, and `attention_mask` is a 4D
-additive mask (0 = attend, dtype-min = blocked) that is block-diagonal and causal, so no token sees another
-example and the packed loss equals the unpacked one. transformers uses a 4D mask as given (eager and sdpa).
+A packed row concatenates examples, and `position_ids` restart at 0 for each one. transformers (v5) turns such
+position_ids into a block-diagonal causal mask itself (masking_utils.find_packed_sequence_indices) for eager,
+sdpa and flex attention, so the packed loss equals the unpacked one in any dtype (tested on CPU; checked on
+CUDA in bf16/fp16/fp32). flash-attention reads packing from position_ids only for a batch of one row
+(modeling_flash_attention_utils._is_packed_sequence): use batch_size 1 with it.
 
-Why not position_ids alone: transformers can derive the block mask from position_ids, but only when no cache
-is in play, and a training forward builds a DynamicCache unless `use_cache=False` is passed — then the examples
-silently attend to each other. The explicit mask has no such trap. (For flash-attention, drop the mask, keep
-position_ids and pass use_cache=False.)
+The forward MUST pass `use_cache=False`: by default a forward builds a DynamicCache, transformers then skips the
+packed-sequence detection, and the examples silently attend to each other. Where an explicit mask is wanted
+instead, `block_causal_mask(position_ids, dtype=<the model's compute dtype>)` gives a 4D additive one (eager and
+sdpa use a 4D mask as given). Its dtype matters: on CUDA, sdpa with a float32 mask and bf16/fp16 queries gives
+wrong outputs; a boolean mask works for sdpa but eager attention adds it as 0/1, i.e. does not mask at all.
 """
 
 from __future__ import annotations
@@ -46,11 +49,11 @@ def pack(examples: list[Example], max_length: int) -> list[list[Example]]:
 def collate(
     examples: list[Example] | list[list[Example]], pad_token_id: int, *, packing: bool, max_length: int
 ) -> dict[str, torch.Tensor]:
-    """Tensors for a CausalLM forward: input_ids, labels and attention_mask (+ position_ids when packing).
+    """Tensors for a CausalLM forward (labels aside): pass them with `use_cache=False`.
 
-    Unpacked: one example per row, right-padded to the longest; attention_mask is 2D (1 = token, 0 = pad).
-    Packed: `examples` are packed with `pack` (or given already packed as a list of rows); attention_mask is
-    the 4D block-causal mask described above. Padding is never a target (labels -100).
+    Unpacked: input_ids, labels, attention_mask (2D: 1 = token, 0 = pad); one example per row, right-padded
+    to the longest. Packed: input_ids, labels, position_ids (no attention_mask, see the module doc); `examples`
+    are packed with `pack`, or given already packed as a list of rows. Padding is never a target (-100).
     """
     if not packing:
         rows = [[e] for e in examples]
@@ -73,7 +76,7 @@ def collate(
             labels[r, at] = IGNORE  # the first token is never predicted within its example: no leak across
             position_ids[r, at : at + n] = torch.arange(n)
             at += n
-        position_ids[r, at:] = torch.arange(width - at)  # padding is its own block, so no row is fully masked
+        position_ids[r, at:] = torch.arange(width - at)  # padding is a block of its own
     if not packing:
         lengths = torch.tensor([len(row[0]["input_ids"]) for row in rows])
         return {
@@ -85,7 +88,6 @@ def collate(
         "input_ids": input_ids,
         "labels": labels,
         "position_ids": position_ids,
-        "attention_mask": block_causal_mask(position_ids),
     }
 
 
@@ -93,6 +95,9 @@ def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype = torch.flo
     """[B, 1, T, T] additive mask from packed position_ids (a new example starts wherever position is 0)."""
     segment = (position_ids == 0).cumsum(-1)
     same = segment[:, :, None] == segment[:, None, :]
-    causal = torch.ones(position_ids.shape[-1], position_ids.shape[-1], dtype=torch.bool).tril()
+    n = position_ids.shape[-1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=position_ids.device).tril()
     allowed = (same & causal)[:, None]
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
