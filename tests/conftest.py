@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# Before huggingface_hub/datasets are imported: they read it once, at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 

@@ -191,7 +191,13 @@ def eval_cmd(
 
 
 def main() -> None:
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own progress bars only
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         app()
     except UserError as e:
         console.print(f"[bold red]error:[/bold red] {e.render()}", highlight=False)
