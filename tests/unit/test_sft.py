@@ -100,7 +100,7 @@ def test_run_folder_metrics_eval_and_checkpoints(tmp_path, tiny_model_dir) -> No
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == list(range(1, 9))
-    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "elapsed", "target_tokens", "epoch"):
+    for key in ("loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed", "target_tokens", "epoch"):
         assert key in train_rows[0]
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     evals = [r for r in rows if "eval_loss" in r]

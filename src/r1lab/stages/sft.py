@@ -120,6 +120,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                         "loss": loss.item(),
                         "lr": lr,
                         "grad_norm": grad_norm,
+                        "tokens": window_tokens,  # input tokens (no padding) since the last log
                         "tokens_per_s": window_tokens / max(window_time, 1e-9),
                         "target_tokens": int(n_tokens.item()),
                         "epoch": step / order.steps_per_epoch,
