@@ -100,8 +100,3 @@ def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path, tiny_model_dir):
     (step / "trainer_state.json").write_text("{}")
     (step / "trainer_state.pt").write_bytes(b"")
     _fails(cfg, "already holds checkpoints", "--resume")
-
-
-def test_resume_without_a_checkpoint(tmp_path, tiny_model_dir):
-    cfg = rl_config(tmp_path, tiny_model_dir, {"train": {"resume": True}})
-    _fails(cfg, "nothing to resume")

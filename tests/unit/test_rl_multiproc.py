@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -40,14 +41,21 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir, loss):
     dump_config(two, tmp_path / "two.yaml")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun, "torchrun is installed with torch"
-    done = subprocess.run(
+    child = subprocess.Popen(
         [torchrun, "--standalone", "--nproc-per-node=2", "-m", "r1lab.cli", "rl", str(tmp_path / "two.yaml")],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
+        start_new_session=True,  # its own process group: a timeout kills torchrun and both workers
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    try:
+        _, stderr = child.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
+    assert child.returncode == 0, stderr[-3000:]
 
     m1, m2 = read_metrics(tmp_path / "one" / "run"), read_metrics(tmp_path / "two" / "run")
     # the same completions and rewards, gathered from both ranks

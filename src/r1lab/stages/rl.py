@@ -19,7 +19,6 @@ Choices worth knowing:
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,15 +33,15 @@ from r1lab.errors import UserError
 from r1lab.stages.rl_batch import (
     Scored,
     advantages_for,
-    all_reduce_sum,
     flat_groups,
     gather_objects,
+    optimizer_updates,
     plan_update,
-    policy_update,
     rollout_and_score,
     select_rows,
 )
 from r1lab.stages.rl_checks import check_before_rollout, check_names, resume_point
+from r1lab.stages.rl_log import drop_samples_after, step_metrics, write_samples
 
 
 def prompt_order(n: int, seed: int, shuffle: bool) -> Callable[[int], int]:
@@ -74,6 +73,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     from r1lab.rollout import make_engine
     from r1lab.training.accel import build_accelerator, seed_everything
     from r1lab.training.checkpoint import load_checkpoint, save_checkpoint
+    from r1lab.training.interrupt import StopFlag, StopRequested
     from r1lab.training.optim import build_optimizer, build_scheduler
     from r1lab.training.rundir import ensure_writable, write_state
     from r1lab.training.tracking import Tracker
@@ -120,67 +120,65 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         )
 
     try:
-        while step < total_steps:
-            model.train()
-            started = time.perf_counter()
-            # ---- roll out and score (dynamic sampling: drop flat groups, refill from the next prompts)
-            batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
-            position += len(seen) * cfg.prompts_per_step
-            advantages = advantages_for(batch, cfg.algorithm.advantage)
+        with StopFlag() as stop:  # Ctrl-C / SIGTERM: stop at the next step boundary, with a checkpoint
+            while step < total_steps:
+                model.train()
+                started = time.perf_counter()
+                # ---- roll out and score (dynamic sampling: drop flat groups, refill from the next prompts)
+                batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
+                position += len(seen) * cfg.prompts_per_step
+                advantages = advantages_for(batch, cfg.algorithm.advantage)
 
-            # ---- update (mu optimizer steps on the same rollouts)
-            t_train = time.perf_counter()
-            plan = plan_update(batch.rollouts, advantages, cfg)
-            sums: dict[str, torch.Tensor] = {}
-            grad_norm = torch.tensor(0.0)
-            bad = False
-            for _ in range(cfg.algorithm.mu):
-                sums = all_reduce_sum(policy_update(model, plan, cfg, accelerator, reference))
-                max_norm = cfg.optim.max_grad_norm or math.inf
-                grad_norm = torch.as_tensor(accelerator.clip_grad_norm_(model.parameters(), max_norm))
-                bad = not (torch.isfinite(grad_norm) and torch.isfinite(sums["loss"]))
-                if bad:  # a NaN/inf step changes nothing: no optimizer or scheduler step
-                    optimizer.zero_grad(set_to_none=True)
-                    break
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            t_done = time.perf_counter()
-            step += 1
-            bad_in_row = bad_in_row + 1 if bad else 0
-            skipped += int(bad)
+                # ---- update (mu optimizer steps on the same rollouts)
+                t_train = time.perf_counter()
+                plan = plan_update(batch.rollouts, advantages, cfg)
+                sums, grad_norm, bad = optimizer_updates(
+                    model, plan, cfg, accelerator, optimizer, scheduler, reference
+                )
+                t_done = time.perf_counter()
+                step += 1
+                bad_in_row = bad_in_row + 1 if bad else 0
+                skipped += int(bad)
 
-            # ---- log
-            metrics = step_metrics(batch, seen, sums, runner)
-            gen_s = sum(s.gen_seconds for s in seen)
-            metrics.update(
-                {
-                    "grad_norm": float(grad_norm),
-                    "lr": scheduler.get_last_lr()[0],
-                    "skipped_steps": skipped,
-                    "bad_step": int(bad),
-                    "refills": len(seen) - 1,
-                    "time/generation": gen_s,
-                    "time/reward": sum(s.reward_seconds for s in seen),
-                    "time/training": t_done - t_train,
-                    "time/step": t_done - started,
-                    "tokens_per_s": sum(s.rollouts.num_tokens for s in seen) / max(gen_s, 1e-9),
-                }
-            )
-            if step % cfg.train.log_every == 0 or step == total_steps or bad:
-                tracker.log(step, metrics)
-            tracker.advance(step)
-            if main and (step % cfg.samples_every == 0 or step == 1):
-                write_samples(out / "samples.jsonl", step, batch, advantages)
-            if bad_in_row >= cfg.max_bad_steps:
-                raise _diverged(cfg, out, step, bad_in_row)
-            # no checkpoint of a bad step: the newest checkpoint stays the last good one
-            if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total_steps and not bad:
-                checkpoint()
-                if main:
-                    write_state(out, "running", step=step, total_steps=total_steps)
-    except BaseException:
+                # ---- log
+                metrics = step_metrics(batch, seen, sums, runner)
+                gen_s = sum(s.gen_seconds for s in seen)
+                metrics.update(
+                    {
+                        "grad_norm": grad_norm,
+                        "lr": scheduler.get_last_lr()[0],
+                        "skipped_steps": skipped,
+                        "bad_step": int(bad),
+                        "refills": len(seen) - 1,
+                        "time/generation": gen_s,
+                        "time/reward": sum(s.reward_seconds for s in seen),
+                        "time/training": t_done - t_train,
+                        "time/step": t_done - started,
+                        "tokens_per_s": sum(s.rollouts.num_tokens for s in seen) / max(gen_s, 1e-9),
+                    }
+                )
+                if step % cfg.train.log_every == 0 or step == total_steps or bad:
+                    tracker.log(step, metrics)
+                tracker.advance(step)
+                if main and (step % cfg.samples_every == 0 or step == 1):
+                    write_samples(out / "samples.jsonl", step, batch, advantages)
+                if bad_in_row >= cfg.max_bad_steps:
+                    raise _diverged(cfg, out, step, bad_in_row)
+                # no checkpoint of a bad step: the newest checkpoint stays the last good one
+                if (
+                    cfg.train.save_every
+                    and step % cfg.train.save_every == 0
+                    and step < total_steps
+                    and not bad
+                ):
+                    checkpoint()
+                    if main:
+                        write_state(out, "running", step=step, total_steps=total_steps)
+                stop.check(accelerator)
+    except BaseException as stopped:
         tracker.close()
+        if isinstance(stopped, StopRequested):
+            checkpoint()
         if main:
             write_state(out, "interrupted", step=step, total_steps=total_steps)
         raise
@@ -259,94 +257,6 @@ def _concat(a: Scored, b: Scored) -> Scored:
         per_function=per_function,
         prompt_texts=a.prompt_texts + b.prompt_texts,
     )
-
-
-def step_metrics(
-    batch: Scored, generated: list[Scored], sums: dict[str, torch.Tensor], runner: Any
-) -> dict[str, float]:
-    """Reward and length statistics over everything generated this step; loss-side means over trained tokens."""
-    rewards = torch.cat([s.rewards for s in generated]).float()
-    groups = [g for s in generated for g in s.rollouts.prompt_index]
-    lengths = torch.tensor([n for s in generated for n in s.rollouts.completion_lengths], dtype=torch.float)
-    reasons = [r for s in generated for r in s.rollouts.finish_reasons]
-    valid = rewards[~rewards.isnan()]
-    out: dict[str, float] = {
-        "reward/mean": float(valid.mean()) if valid.numel() else math.nan,
-        "reward/std": float(valid.std()) if valid.numel() > 1 else 0.0,
-        "frac_zero_std_groups": len(flat_groups(rewards, groups)) / max(len(set(groups)), 1),
-        "completion_length/mean": float(lengths.mean()),
-        "completion_length/min": float(lengths.min()),
-        "completion_length/max": float(lengths.max()),
-        "clipped_ratio": sum(r == "length" for r in reasons) / max(len(reasons), 1),
-        "groups_trained": len(set(batch.rollouts.prompt_index)),
-    }
-    per_function: dict[str, list[float | None]] = {}
-    for s in generated:
-        for name, values in s.per_function.items():
-            per_function.setdefault(name, []).extend(values)
-        for name, count in s.failures.items():
-            out[f"reward/{name}/failures"] = out.get(f"reward/{name}/failures", 0) + count
-    for name, values in per_function.items():
-        scores = torch.tensor([v for v in values if v is not None], dtype=torch.float)
-        out[f"reward/{name}/mean"] = float(scores.mean()) if scores.numel() else math.nan
-        out[f"reward/{name}/std"] = float(scores.std()) if scores.numel() > 1 else 0.0
-    accuracy_name = accuracy_reward(runner, list(per_function))
-    if accuracy_name is not None:
-        values = per_function[accuracy_name]
-        out["accuracy"] = sum(v is not None and v >= 1 for v in values) / max(len(values), 1)
-    tokens = float(sums.get("tokens", torch.tensor(0.0)))
-    for key, value in sums.items():
-        if key == "loss":  # already normalised by the policy loss; ~0 when mu == 1 (log reward, not loss)
-            out["loss"] = float(value)
-        elif key != "tokens":  # token sums -> per-token means (clip fractions, ratio, kl, entropy)
-            out[_METRIC_NAMES.get(key, key)] = float(value) / max(tokens, 1.0)
-    out["tokens_trained"] = tokens
-    return out
-
-
-_METRIC_NAMES = {
-    "clip_low": "clip_ratio/low",
-    "clip_high": "clip_ratio/high",
-    "clip_region": "clip_ratio/region",
-}
-
-
-def accuracy_reward(runner: Any, names: list[str]) -> str | None:
-    """The reward logged as accuracy: the first one marked as a correctness check, else the first one."""
-    for loaded in getattr(runner, "rewards", []):
-        if getattr(loaded, "correctness", False) and loaded.label in names:
-            return loaded.label
-    return names[0] if names else None
-
-
-def write_samples(path: Path, step: int, batch: Scored, advantages: torch.Tensor) -> None:
-    """Append this step's completions with their rewards (one JSON line per completion)."""
-    with path.open("a") as f:
-        for i, text in enumerate(batch.rollouts.texts):
-            record = {
-                "step": step,
-                "group": batch.rollouts.prompt_index[i],
-                "prompt": batch.prompt_texts[i],
-                "completion": text,
-                "reward": _num(float(batch.rewards[i])),
-                "rewards": {k: v[i] for k, v in batch.per_function.items()},
-                "advantage": float(advantages[i]),
-                "finish_reason": batch.rollouts.finish_reasons[i],
-                "length": batch.rollouts.completion_lengths[i],
-            }
-            f.write(json.dumps(record) + "\n")
-
-
-def drop_samples_after(path: Path, step: int) -> None:
-    """A resumed run rewrites the steps after its checkpoint: drop their old samples (all of them when fresh)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines() if step else []
-    path.write_text("".join(line + "\n" for line in lines if line and json.loads(line)["step"] <= step))
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def _diverged(cfg: RLConfig, out: Path, step: int, count: int) -> UserError:

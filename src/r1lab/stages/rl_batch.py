@@ -250,3 +250,33 @@ def policy_update(
         metrics["loss"] = loss.detach() * weight
         parts.append(metrics)
     return sum_metrics(parts)
+
+
+def optimizer_updates(
+    model: torch.nn.Module,
+    plan: UpdatePlan,
+    cfg: RLConfig,
+    accelerator: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    reference: Any | None,
+) -> tuple[dict[str, Tensor], float, bool]:
+    """`algorithm.mu` optimizer steps on one generation batch (pi_old stays the rollout policy for all of them).
+
+    Returns the last update's metric sums (all ranks), its grad norm, and whether it was bad: a NaN/inf loss or
+    gradient skips the optimizer and scheduler step (the weights and Adam moments stay as they were) and ends
+    the updates of this batch.
+    """
+    sums: dict[str, Tensor] = {}
+    grad_norm = 0.0
+    max_norm = cfg.optim.max_grad_norm or math.inf
+    for _ in range(cfg.algorithm.mu):
+        sums = all_reduce_sum(policy_update(model, plan, cfg, accelerator, reference))
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+        if not (math.isfinite(grad_norm) and math.isfinite(float(sums["loss"]))):
+            optimizer.zero_grad(set_to_none=True)
+            return sums, grad_norm, True
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return sums, grad_norm, False

@@ -94,20 +94,15 @@ def _context_length(model: Any) -> int | None:
 
 
 def resume_point(cfg: RLConfig, out: Path) -> Path | None:
-    """The checkpoint to resume from, per train.resume; a fresh run refuses a folder holding checkpoints."""
+    """The checkpoint to resume from, per train.resume (as the SFT stage does): a fresh run refuses a folder
+    holding checkpoints; asked to resume with none there, it starts from step 0."""
     from r1lab.training.checkpoint import find_latest_checkpoint
 
     latest = find_latest_checkpoint(out)
-    if cfg.train.resume is True and latest is None:
+    if not cfg.train.resume and latest is not None:
         raise UserError(
-            f"nothing to resume: {out} has no complete checkpoint",
-            where="train.resume",
-            fix="start without --resume (or train.resume=auto to resume only when possible)",
-        )
-    if cfg.train.resume is False and latest is not None:
-        raise UserError(
-            f"{out} already holds checkpoints of a run (newest: {latest.name})",
+            f"{out} already holds checkpoints of an earlier run (newest: {latest.name})",
             where="train.output_dir",
-            fix="resume it with --resume (train.resume=true), or choose a new train.output_dir",
+            fix="continue it with --resume (or train.resume=auto), or choose another output_dir",
         )
     return latest if cfg.train.resume else None

@@ -1,0 +1,240 @@
+"""One GRPO step: r1lab's RL stage vs TRL's `GRPOTrainer`, in one process, same everything.
+
+    python benchmarks/grpo_step.py                                   # 8 prompts x 8 completions x 64 tokens
+    python benchmarks/grpo_step.py --steps 2 --prompts 2 --G 4 --max-new-tokens 16   # a quick look
+    python benchmarks/grpo_step.py --random --model CONFIG_DIR   # random weights of that config (no download)
+
+Both sides: the same model (default SmolLM2-135M-Instruct from r1lab's cache), the same prompts (the built-in
+`addition` task, chat template applied), G completions per prompt at temperature 1, the same max new tokens,
+fp32, full fine-tuning, AdamW at a constant lr, grad-norm clip 1.0, beta = 0 (no reference model), one update
+per generation, token-level (`dapo`) loss with group-normalised advantages, rewards `arithmetic` +
+`answer_format`. Timings come from each library's own loop: r1lab's metrics.jsonl; for TRL a callback around
+each step plus timers around its `_generate` and `_calculate_rewards`. The first step is a warm-up and is left
+out of the means when there are more. `--rounds 2` runs r1lab, TRL, r1lab, TRL... so load from other
+processes on the machine hits both sides alike; compare the ratio, not the absolute seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1lab.config import RLConfig, validate
+from r1lab.rewards import REWARDS
+from r1lab.tasks import get_task
+
+REWARD_NAMES = ["arithmetic", "answer_format"]
+
+
+def make_prompts(n: int, seed: int, digits: int) -> list[dict[str, Any]]:
+    return get_task("addition").generate(n, seed=seed, split="train", digits=digits)
+
+
+def run_r1lab(
+    args: argparse.Namespace, model: str, records: list[dict], workdir: Path
+) -> list[dict[str, float]]:
+    from r1lab.stages.rl import run_rl
+
+    data = workdir / "prompts.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": r["prompt"], "answer": r["answer"]}) + "\n" for r in records)
+    )
+    cfg = validate(
+        RLConfig,
+        {
+            "model": {"path": model, "dtype": "float32"},
+            "data": {"path": str(data), "format": "prompt", "shuffle": False, "max_length": 4096},
+            "rewards": [{"name": name} for name in REWARD_NAMES],
+            "rollout": {"n": args.G, "max_new_tokens": args.max_new_tokens, "temperature": 1.0},
+            "algorithm": {"advantage": "grpo", "policy_loss": "dapo", "beta": 0.0, "mu": 1},
+            "prompts_per_step": args.prompts,
+            "optim": {"lr": args.lr, "scheduler": "constant", "max_grad_norm": 1.0},
+            "train": {
+                "output_dir": str(workdir / "r1lab"),
+                "max_steps": args.steps,
+                "batch_size": args.micro_batch,
+                "precision": "fp32",
+                "seed": args.seed,
+            },
+            "samples_every": 1000,
+        },
+    )
+    run_rl(cfg)
+    out = []
+    for line in (workdir / "r1lab" / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        gen = m["time/generation"] + m["time/reward"]
+        out.append(
+            {
+                "step": m["time/step"],
+                "generation": m["time/generation"],
+                "reward": m["time/reward"],
+                "training": m["time/step"] - gen,
+                "reward_mean": m["reward/mean"],
+            }
+        )
+    return out
+
+
+def run_trl(
+    args: argparse.Namespace, model: str, records: list[dict], workdir: Path
+) -> list[dict[str, float]]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    def make_reward(name: str):
+        fn = REWARDS.get(name)
+
+        def score(completions: list, answer: list, **_: Any) -> list[float]:
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            return [float(fn(t, prompt="", answer=a)) for t, a in zip(texts, answer, strict=True)]
+
+        score.__name__ = name
+        return score
+
+    dataset = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]} for r in records]
+    )
+    config = GRPOConfig(
+        output_dir=str(workdir / "trl"),
+        per_device_train_batch_size=args.prompts * args.G,
+        gradient_accumulation_steps=1,
+        num_generations=args.G,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        max_grad_norm=1.0,
+        beta=0.0,
+        num_iterations=1,
+        loss_type="dapo",
+        scale_rewards="group",
+        max_steps=args.steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        fp16=False,
+        seed=args.seed,
+        shuffle_dataset=False,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[make_reward(n) for n in REWARD_NAMES],
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    spent = {"generation": 0.0, "reward": 0.0}
+
+    def timed(key: str, fn):
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[key] += time.perf_counter() - start
+
+        return wrapper
+
+    trainer._generate = timed("generation", trainer._generate)
+    trainer._calculate_rewards = timed("reward", trainer._calculate_rewards)
+    steps: list[dict[str, float]] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_: Any, **__: Any) -> None:
+            self.start = time.perf_counter()
+            spent.update(generation=0.0, reward=0.0)
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            total = time.perf_counter() - self.start
+            gen, rew = spent["generation"], spent["reward"]
+            steps.append({"step": total, "generation": gen, "reward": rew, "training": total - gen - rew})
+
+        def on_log(self, _args: Any, _state: Any, _control: Any, logs: dict | None = None, **__: Any) -> None:
+            if logs and "reward" in logs and steps:
+                steps[-1]["reward_mean"] = logs["reward"]
+
+    trainer.add_callback(StepTimer())
+    trainer.train()
+    return steps
+
+
+def random_model(folder: str, workdir: Path) -> str:
+    """A folder with random weights for the config and tokenizer in `folder` (which needs no weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float32)
+    out = workdir / "random-model"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+    return str(out)
+
+
+def summarise(name: str, steps: list[dict[str, float]], completions: int) -> dict[str, float]:
+    timed = steps[1:] if len(steps) > 1 else steps  # the first step is a warm-up
+    mean = {k: statistics.mean(s[k] for s in timed) for k in ("step", "generation", "reward", "training")}
+    rewards = " ".join(f"{s.get('reward_mean', float('nan')):.3f}" for s in steps)
+    print(
+        f"{name:6s} {mean['step']:8.2f} s/step  {completions / mean['step']:7.2f} completions/s  "
+        f"generation {mean['generation']:7.2f} s  reward {mean['reward']:5.2f} s  training {mean['training']:6.2f} s"
+        f"   rewards by step: {rewards}"
+    )
+    return mean
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    ap.add_argument("--G", type=int, default=8, help="completions per prompt")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--micro-batch", type=int, default=16, help="r1lab sequences per forward/backward")
+    ap.add_argument("--lr", type=float, default=1e-6)
+    ap.add_argument("--digits", type=int, default=2, help="addition task size")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate r1lab and TRL this many times")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=None, help="HF folder (default: r1lab's smollm2-135m-instruct)")
+    ap.add_argument("--random", action="store_true", help="random weights of --model's config (timing only)")
+    args = ap.parse_args()
+
+    from r1lab.models import pull
+
+    model = args.model or str(pull("smollm2-135m-instruct"))
+    keep = tempfile.TemporaryDirectory()
+    if args.random:
+        model = random_model(model, Path(keep.name))
+    records = make_prompts(args.prompts * args.steps, args.seed, args.digits)
+    completions = args.prompts * args.G
+    print(
+        f"GRPO step: {args.prompts} prompts x {args.G} completions x {args.max_new_tokens} new tokens, fp32, "
+        f"full fine-tuning, {args.steps} steps, torch threads {torch.get_num_threads()}, "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, model {model}{' (random weights)' * args.random}"
+    )
+    results: dict[str, list[dict[str, float]]] = {"r1lab": [], "trl": []}
+    for _ in range(args.rounds):
+        for name, fn in (("r1lab", run_r1lab), ("trl", run_trl)):
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.manual_seed(args.seed)
+                results[name].append(summarise(name, fn(args, model, records, Path(tmp)), completions))
+    ours = statistics.mean(r["step"] for r in results["r1lab"])
+    theirs = statistics.mean(r["step"] for r in results["trl"])
+    print(f"speed-up: TRL s/step / r1lab s/step = {theirs / ours:.2f}x")
+    keep.cleanup()
+
+
+if __name__ == "__main__":
+    main()
