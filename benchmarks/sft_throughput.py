@@ -9,8 +9,9 @@ closely, and the timing compares the loops alone. TRL's SFTConfig turns gradient
 so unless --gradient-checkpointing or --skip-trl-default is given, TRL also runs a second time with its default
 ("trl-default-gc"), which is what a TRL user gets out of the box.
 
-Throughput = non-pad input tokens of steps 2..N / wall time from the end of step 1 to the end of step N
-(step 1 pays one-off warm-up costs). Needs TRL: `pip install -e ".[bench]"`.
+Throughput = non-pad input tokens of steps 2..N / time from the end of step 1 to the end of step N (step 1
+pays one-off warm-up costs), both as wall time and as this process's CPU time: on a machine shared with other
+work, wall time swings wildly (idle threads spin at every parallel region), CPU time much less. Needs TRL: `pip install -e ".[bench]"`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+
+def clocks() -> tuple[float, float]:
+    """(wall time, CPU time of this process): on a shared machine CPU time is the steadier measure."""
+    return time.perf_counter(), time.process_time()
 
 
 def write_chats(path: Path, n: int, seed: int) -> None:
@@ -64,13 +70,22 @@ def run_r1lab(args: argparse.Namespace, model_dir: str, data: Path, out: Path) -
             "packing": args.packing,
         },
     )
-    run_sft(cfg)
+    from r1lab.training.tracking import Tracker
+
+    ends: list[tuple[float, float]] = []
+    advance = Tracker.advance
+    Tracker.advance = lambda self, step: (ends.append(clocks()), advance(self, step))[1]  # step-end hook
+    try:
+        run_sft(cfg)
+    finally:
+        Tracker.advance = advance
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss" in r]
-    return {  # `elapsed` is the wall time at the end of each step
+    return {
         "losses": [r["loss"] for r in rows],
         "tokens": sum(r["tokens"] for r in rows[1:]),
-        "seconds": rows[-1]["elapsed"] - rows[0]["elapsed"],
+        "seconds": ends[-1][0] - ends[0][0],
+        "cpu_seconds": ends[-1][1] - ends[0][1],
     }
 
 
@@ -96,11 +111,11 @@ def run_trl(
 
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
-            self.ends: list[float] = []
+            self.ends: list[tuple[float, float]] = []
             self.logs: list[dict[str, float]] = []
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
-            self.ends.append(time.perf_counter())
+            self.ends.append(clocks())
 
         def on_log(self, _args: Any, _state: Any, _control: Any, logs: dict | None = None, **__: Any) -> None:
             if logs and "loss" in logs:
@@ -137,7 +152,8 @@ def run_trl(
     return {
         "losses": [log["loss"] for log in clock.logs],
         "tokens": cumulative[-1] - cumulative[0],
-        "seconds": clock.ends[-1] - clock.ends[0],
+        "seconds": clock.ends[-1][0] - clock.ends[0][0],
+        "cpu_seconds": clock.ends[-1][1] - clock.ends[0][1],
     }
 
 
@@ -154,6 +170,7 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--only", choices=["r1lab", "trl"], help="run one side only")
     parser.add_argument(
         "--skip-trl-default",
@@ -161,6 +178,8 @@ def main() -> None:
         help="skip the extra TRL run with its default checkpointing on",
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from r1lab.models import pull, resolve_model_path
 
@@ -183,9 +202,11 @@ def main() -> None:
                 results["trl-default-gc"] = run_trl(args, model_dir, data, Path(tmp) / "trl-gc", True)
     for name, r in results.items():
         r["tokens_per_s"] = r["tokens"] / r["seconds"]
+        r["tokens_per_cpu_s"] = r["tokens"] / r["cpu_seconds"]
         losses = ", ".join(f"{x:.3f}" for x in r["losses"])
         print(
-            f"{name:>14}: {r['tokens_per_s']:8.1f} tokens/s ({r['tokens']:.0f} tokens in {r['seconds']:.1f} s)"
+            f"{name:>14}: {r['tokens_per_s']:8.1f} tokens/s wall, {r['tokens_per_cpu_s']:8.1f} tokens per CPU-s "
+            f"({r['tokens']:.0f} tokens in {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU)"
         )
         print(f"{'':>16}losses per step: {losses}")
     ours = results.get("r1lab")
@@ -194,7 +215,8 @@ def main() -> None:
             theirs = results[name]
             diff = max(abs(a - b) for a, b in zip(ours["losses"], theirs["losses"], strict=False))
             print(
-                f"r1lab / {name}: {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x tokens/s; final loss "
+                f"r1lab / {name}: {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x tokens/s wall, "
+                f"{ours['tokens_per_cpu_s'] / theirs['tokens_per_cpu_s']:.2f}x per CPU-s; final loss "
                 f"r1lab {ours['losses'][-1]:.4f}, {name} {theirs['losses'][-1]:.4f}; max per-step |diff| {diff:.4f}"
             )
 
