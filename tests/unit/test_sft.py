@@ -164,3 +164,20 @@ def test_bad_inputs_are_user_errors(tmp_path, tiny_model_dir) -> None:
         run_sft(make_cfg(tmp_path, tiny_model_dir, "big", "train.batch_size=64"))
     with pytest.raises(UserError, match="unknown sft loss"):
         run_sft(make_cfg(tmp_path, tiny_model_dir, "loss", "loss=nope"))
+
+
+@pytest.mark.slow
+def test_real_default_model_loss_falls(tmp_path, monkeypatch) -> None:
+    from r1lab.models import pull
+
+    monkeypatch.setenv("R1LAB_HOME", str(Path.home() / ".cache" / "r1lab"))  # the shared model cache
+    model_dir = pull("smollm2-135m-instruct")
+    write_data(tmp_path / "data.jsonl", n=4)
+    # One batch = the whole data set, so every step fits the same 4 chats and the loss must fall.
+    cfg = make_cfg(tmp_path, model_dir, "real", "train.max_steps=4", "optim.lr=5e-5", "train.precision=auto")
+    run_sft(cfg)
+    rows = [
+        json.loads(line) for line in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.1, losses

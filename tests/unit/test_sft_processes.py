@@ -93,17 +93,18 @@ def test_sigkill_after_checkpoint_then_resume_matches_straight_run(tmp_path, str
     assert_same(weights(final), weights(resume(cfg, out)), atol=1e-6)
 
 
-def test_ctrl_c_writes_a_checkpoint_and_resume_matches_straight_run(tmp_path, straight) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stop_signal_writes_a_checkpoint_and_resume_matches_straight_run(tmp_path, straight, sig) -> None:
     final, cfg = straight
     out = tmp_path / "interrupted"
     config = write_config(cfg, tmp_path / "sft.yaml", output_dir=str(out))  # no periodic checkpoints
     proc = start_slow(config, tmp_path)
     metrics = out / "metrics.jsonl"
     wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "continue with --resume" in stderr and "Traceback" not in stderr
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "interrupted" and 2 <= state["step"] < STEPS
     assert (out / "checkpoints" / f"step-{state['step']}" / "trainer_state.json").is_file()

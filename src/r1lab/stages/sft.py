@@ -25,12 +25,11 @@ from r1lab.models import load_model, save_model
 from r1lab.training.accel import build_accelerator, seed_everything
 from r1lab.training.checkpoint import (
     find_latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
 from r1lab.training.data_order import EpochOrder, shard
-from r1lab.training.interrupt import StopFlag
+from r1lab.training.interrupt import StopFlag, StopRequested
 from r1lab.training.optim import build_optimizer, build_scheduler
 from r1lab.training.rundir import ensure_writable, write_state
 from r1lab.training.tracking import Tracker, console
@@ -69,7 +68,10 @@ def run_sft(cfg: SFTConfig) -> Path:
         )
     tracker = Tracker(out, enabled=main, total_steps=total, start_step=start, report_to=train.report_to)
 
+    saved = [start]  # steps with a checkpoint on disk (no per-rank file check: ranks must agree without I/O)
+
     def save(step: int) -> None:
+        saved.append(step)
         epoch, position = order.position(step)
         meta = {"epoch": epoch, "position": position, "global_batch": global_batch, "seed": train.seed}
         save_checkpoint(
@@ -135,22 +137,22 @@ def run_sft(cfg: SFTConfig) -> Path:
                     )
                 if train.save_every and step % train.save_every == 0 and step < total:
                     save(step)
-                if stop.requested(accelerator):
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
+                stop.check(accelerator)
+    except KeyboardInterrupt as stopped:
         tracker.close()
-        save(step)
+        graceful = isinstance(stopped, StopRequested)  # else a second Ctrl-C: the step may be half done
+        if graceful:
+            save(step)
         if main:
             write_state(out, "interrupted", step=step, total_steps=total)
-            console.print(
-                f"[yellow]interrupted at step {step}: checkpoint saved; resume with --resume[/yellow]"
-            )
+            kept = f"checkpoint step-{step} saved" if graceful else "the newest periodic checkpoint is kept"
+            console.print(f"[yellow]stopped at step {step}: {kept}; continue with --resume[/yellow]")
         raise
 
     if dataset.eval:
         tracker.log(step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, loss_fn, pad_id)})
     tracker.close()
-    if not list_checkpoints(out) or list_checkpoints(out)[-1].name != f"step-{step}":
+    if saved[-1] != step:
         save(step)
     final = _save_final(cfg, out, accelerator, model, tokenizer)
     if main:

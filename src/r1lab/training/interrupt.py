@@ -1,5 +1,6 @@
-"""Graceful Ctrl-C: the first SIGINT sets a flag the loop checks between optimizer steps (so a checkpoint
-holds a whole number of steps and the RNG state of a step boundary); a second one interrupts at once."""
+"""Graceful stop on Ctrl-C (SIGINT) or SIGTERM (what torchrun and schedulers send): the first signal sets a
+flag the loop checks between optimizer steps, so the checkpoint written then holds a whole number of steps
+and the RNG state of a step boundary. A second SIGINT interrupts at once."""
 
 from __future__ import annotations
 
@@ -10,30 +11,38 @@ from typing import Any
 
 import torch
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised by the loop at a step boundary after a stop signal; a checkpoint there is consistent."""
+
 
 class StopFlag:
-    """Use as a context manager around the training loop; read `requested(accelerator)` at step boundaries."""
+    """Use as a context manager around the training loop; call `check(accelerator)` at step boundaries."""
 
     def __init__(self) -> None:
         self._flag = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in _SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self._flag = True
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops immediately
 
-    def requested(self, accelerator: Any) -> bool:
-        """True when any rank got SIGINT (an all-reduce when several processes run, so all stop together)."""
-        if accelerator.num_processes == 1:
-            return self._flag
-        flag = torch.tensor([1.0 if self._flag else 0.0], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    def check(self, accelerator: Any) -> None:
+        """Raise StopRequested when any rank got a stop signal (all-reduced, so all ranks stop together)."""
+        flag = self._flag
+        if accelerator.num_processes > 1:
+            t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+            flag = bool(accelerator.reduce(t, reduction="sum").item() > 0)
+        if flag:
+            raise StopRequested
