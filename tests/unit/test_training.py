@@ -135,3 +135,11 @@ def test_nll_loss_is_summed_and_counts_targets() -> None:
     assert count.item() == 3 and loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss_bf16, _ = SFT_LOSSES.get("nll")(logits.bfloat16(), labels)
     assert loss_bf16.dtype == torch.float32 and math.isfinite(loss_bf16.item())
+
+
+def test_tracker_writes_tensorboard_events_when_asked(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    tracker = Tracker(tmp_path, enabled=True, total_steps=2, report_to=["tensorboard"])
+    tracker.log(1, {"loss": 2.0, "lr": 1e-3})
+    tracker.close()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
