@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file
 
 from r1lab.config import RLConfig, deep_merge, validate
@@ -39,6 +41,15 @@ def wrong_type(completion, *, prompt, **columns):
 """
 
 TARGET = "7"
+
+
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread for the test's duration. On a shared, oversubscribed CPU the tiny model's
+    matmuls are 5-30x slower with 2 threads (the threads wait for each other) than with one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_inputs(tmp_path: Path, n_prompts: int = 8) -> tuple[Path, Path]:

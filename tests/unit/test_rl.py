@@ -7,11 +7,17 @@ import json
 
 import pytest
 import torch
-from rl_testkit import TARGET, read_metrics, rl_config
+from rl_testkit import TARGET, read_metrics, rl_config, single_thread
 from transformers import AutoModelForCausalLM
 
 from r1lab.errors import UserError
 from r1lab.stages.rl import run_rl
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from single_thread()
+
 
 STEP_KEYS = {
     "reward/mean",

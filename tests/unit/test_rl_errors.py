@@ -7,11 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from rl_testkit import rl_config
+from rl_testkit import rl_config, single_thread
 
 from r1lab.config import RLConfig, deep_merge, validate
 from r1lab.errors import UserError
 from r1lab.stages.rl import run_rl
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from single_thread()
 
 
 def _fails(cfg: RLConfig, *phrases: str) -> UserError:

@@ -15,10 +15,15 @@ import sys
 
 import pytest
 import torch
-from rl_testkit import read_metrics, rl_config, weights
+from rl_testkit import read_metrics, rl_config, single_thread, weights
 
 from r1lab.config import dump_config
 from r1lab.stages.rl import run_rl
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from single_thread()
 
 
 @pytest.mark.multiproc

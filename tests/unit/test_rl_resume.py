@@ -10,11 +10,18 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
-from rl_testkit import read_metrics, rl_config, weights
+from rl_testkit import read_metrics, rl_config, single_thread, weights
 
 from r1lab.config import dump_config
 from r1lab.stages.rl import run_rl
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from single_thread()
+
 
 STEPS = 6
 
@@ -34,7 +41,11 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, tiny_model_dir):
     cfg = rl_config(tmp_path / "killed", tiny_model_dir, settings)
     dump_config(cfg, tmp_path / "killed.yaml")
     run = tmp_path / "killed" / "run"
-    env = {**os.environ, "R1LAB_TEST_REWARD_DELAY": "0.1"}  # ~1 s per step: the kill lands mid-run
+    env = {
+        **os.environ,
+        "R1LAB_TEST_REWARD_DELAY": "0.1",
+        "OMP_NUM_THREADS": "1",
+    }  # ~1 s per step: the kill lands mid-run
     child = subprocess.Popen(
         [sys.executable, "-m", "r1lab.cli", "rl", str(tmp_path / "killed.yaml")],
         env=env,
