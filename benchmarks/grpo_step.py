@@ -209,7 +209,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="HF folder (default: r1lab's smollm2-135m-instruct)")
     ap.add_argument("--random", action="store_true", help="random weights of --model's config (timing only)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from r1lab.models import pull
 

@@ -115,7 +115,7 @@ def rollout_and_score(
     generated = time.perf_counter()
     payload = None
     if parts:
-        local = Rollouts.concat(parts)
+        local = _to_cpu(Rollouts.concat(parts))  # gathered by pickling: CPU tensors unpickle on any rank
         by_pos = dict(zip(positions, prompts, strict=True))
         rows = [by_pos[p] for p in local.prompt_index]
         columns = [
@@ -144,6 +144,15 @@ def rollout_and_score(
         prompt_texts=[t for p in done for t in p[5]],
         gen_seconds=max(g[1][0] for g in gathered),
         reward_seconds=max(g[1][1] for g in gathered),
+    )
+
+
+def _to_cpu(r: Rollouts) -> Rollouts:
+    return replace(
+        r,
+        completion_ids=r.completion_ids.cpu(),
+        completion_mask=r.completion_mask.cpu(),
+        logprobs=r.logprobs.cpu(),
     )
 
 
