@@ -59,7 +59,7 @@ def run_r1lab(
             "train": {
                 "output_dir": str(workdir / "r1lab"),
                 "max_steps": args.steps,
-                "batch_size": args.micro_batch,
+                "batch_size": args.micro_batch or args.prompts * args.G,
                 "precision": "fp32",
                 "seed": args.seed,
             },
@@ -202,14 +202,18 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
     ap.add_argument("--G", type=int, default=8, help="completions per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--micro-batch", type=int, default=16, help="r1lab sequences per forward/backward")
+    ap.add_argument(
+        "--micro-batch", type=int, default=None, help="r1lab rows per forward (default: all, as TRL)"
+    )
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--digits", type=int, default=2, help="addition task size")
     ap.add_argument("--rounds", type=int, default=1, help="alternate r1lab and TRL this many times")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="HF folder (default: r1lab's smollm2-135m-instruct)")
     ap.add_argument("--random", action="store_true", help="random weights of --model's config (timing only)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads for both sides (default: torch's)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,7 +29,9 @@ def _one_thread():
 @pytest.mark.multiproc
 @pytest.mark.parametrize("loss", ["dapo"])
 def test_two_processes_match_one(tmp_path, tiny_model_dir, loss):
+    length = rl_config(tmp_path / "x", tiny_model_dir).rewards[0].name.replace(":target", ":length")
     settings = {
+        "rewards": [{"name": length}],  # dense: every step has non-zero advantages
         "algorithm": {"policy_loss": loss, "advantage": "grpo"},
         "rollout": {"n": 3, "max_new_tokens": 8, "batch_size": 1},
         "prompts_per_step": 3,

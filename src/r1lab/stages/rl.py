@@ -22,6 +22,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 from r1lab.algorithms.logprobs import token_logprobs
 from r1lab.config import RLConfig, dump_config
 from r1lab.errors import UserError
+from r1lab.rollout.types import Rollouts
 from r1lab.stages.rl_batch import (
     Scored,
     advantages_for,
@@ -41,6 +43,7 @@ from r1lab.stages.rl_batch import (
     select_rows,
 )
 from r1lab.stages.rl_checks import check_before_rollout, check_names, resume_point
+from r1lab.stages.rl_forward import completion_logits
 from r1lab.stages.rl_log import drop_samples_after, step_metrics, write_samples
 
 
@@ -228,26 +231,20 @@ def make_reference(model: torch.nn.Module, cfg: RLConfig) -> Callable[..., torch
     """Reference log-probs for the KL term: None when beta == 0 (nothing is loaded)."""
     if cfg.algorithm.beta == 0:
         return None
-    if cfg.model.lora is not None:
-        # the base model is the LoRA model with its adapters switched off: no second copy of the weights
-        def lora_ref(inputs: dict[str, Any], labels: torch.Tensor, temperature: float) -> torch.Tensor:
-            with torch.no_grad(), model.disable_adapter():
-                return token_logprobs(model(**inputs, use_cache=False).logits, labels, temperature)
+    lora = cfg.model.lora is not None
+    # for LoRA the base model is the same model with its adapters switched off: no second copy of the weights
+    frozen = model if lora else copy.deepcopy(model).eval().requires_grad_(False)
 
-        return lora_ref
-    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    def reference(rows: Rollouts, device: Any, temperature: float) -> torch.Tensor:
+        with torch.no_grad(), model.disable_adapter() if lora else nullcontext():
+            logits = completion_logits(frozen, frozen, rows, device)
+            return token_logprobs(logits, rows.completion_ids.to(device), temperature)
 
-    def full_ref(inputs: dict[str, Any], labels: torch.Tensor, temperature: float) -> torch.Tensor:
-        with torch.no_grad():
-            return token_logprobs(frozen(**inputs, use_cache=False).logits, labels, temperature)
-
-    return full_ref
+    return reference
 
 
 def _concat(a: Scored, b: Scored) -> Scored:
     from dataclasses import replace
-
-    from r1lab.rollout.types import Rollouts
 
     per_function = {k: a.per_function.get(k, []) + b.per_function.get(k, []) for k in b.per_function}
     return replace(

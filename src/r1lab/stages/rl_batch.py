@@ -30,7 +30,8 @@ from r1lab.algorithms.policy_losses import (
     sum_metrics,
 )
 from r1lab.config import RLConfig
-from r1lab.rollout.types import Rollouts, SamplingParams, training_rows
+from r1lab.rollout.types import Rollouts, SamplingParams
+from r1lab.stages.rl_forward import completion_logits
 
 
 def world() -> tuple[int, int]:
@@ -221,30 +222,24 @@ def policy_update(
     _, size = world()
     device = accelerator.device
     parts: list[dict[str, Tensor]] = []
+    inner = accelerator.unwrap_model(model)
     for i, idx in enumerate(plan.micro_batches):
         dummy = not idx  # this rank has fewer rows than micro-batches: a zero-weight pass keeps DDP in step
-        rows = training_rows(plan.rows, idx or [0], device=device)
-        t = rows.completion_ids.shape[1]
-        # the last token predicts nothing we train on; logits only for the T positions that predict completions
-        inputs = dict(
-            input_ids=rows.input_ids[:, :-1],
-            attention_mask=rows.attention_mask[:, :-1],
-            position_ids=rows.position_ids[:, :-1],
-            logits_to_keep=t,
-        )
+        rows = plan.rows.select(idx or [0])
         sync = i == len(plan.micro_batches) - 1
         with nullcontext() if sync else accelerator.no_sync(model):
-            logits = model(**inputs, use_cache=False).logits
-            logp = token_logprobs(logits, rows.completion_ids, temperature)
-            ref_logp = reference(inputs, rows.completion_ids, temperature) if reference else None
+            logits = completion_logits(model, inner, rows, device)
+            completion_ids = rows.completion_ids.to(device)
+            logp = token_logprobs(logits, completion_ids, temperature)
+            ref_logp = reference(rows, device, temperature) if reference else None
             with torch.no_grad():
                 entropy = entropy_from_logits(logits.detach(), temperature)
             loss, metrics = compute_policy_loss(
                 algo.policy_loss,
                 logp,
-                rows.logprobs,
+                rows.logprobs.to(device),
                 plan.advantages[idx or [0]].to(device),
-                rows.completion_mask.float(),
+                rows.completion_mask.to(device).float(),
                 eps_low=algo.eps_low,
                 eps_high=algo.eps_high,
                 totals=plan.totals,
