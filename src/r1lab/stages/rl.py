@@ -1,7 +1,9 @@
 """The RL stage (GRPO family): sample prompts, roll out, score, compute advantages, update, log, checkpoint.
 
-One readable loop; the pieces live in `rl_batch.py` (rollout + scoring + gather, the micro-batch update) and
-`rl_checks.py` (everything that can be wrong with the input, checked before the first rollout).
+One readable loop; the pieces live in `rl_batch.py` (rollout + scoring + gather across ranks, the micro-batch
+update), `rl_forward.py` (the policy forward, each prompt run once for its G completions), `rl_log.py`
+(metrics.jsonl records, samples.jsonl) and `rl_checks.py` (everything that can be wrong with the input,
+checked before the first rollout).
 
 Choices worth knowing:
 - pi_old is the rollout policy: its log-probs come with the rollouts and are never recomputed. With mu == 1
@@ -14,6 +16,9 @@ Choices worth knowing:
   adapters disabled. beta == 0 loads no reference at all.
 - Generation is seeded per generate call from (train.seed, prompt position), so a resumed run and a run on a
   different number of processes draw the same samples for the same prompts.
+- A step whose loss or gradient is NaN/inf makes no update, writes no checkpoint and is counted
+  (`skipped_steps`); `max_bad_steps` of them in a row stop the run with a UserError naming the last good
+  checkpoint. samples.jsonl gets every completion of step 1 and of every `samples_every`-th step.
 """
 
 from __future__ import annotations
