@@ -12,9 +12,9 @@ import time
 
 import torch
 from torch import Tensor
-from transformers import DynamicCache
 
 from r1lab.errors import UserError
+from r1lab.rollout.kv_cache import preallocated_cache
 from r1lab.rollout.sampling import sample_next
 from r1lab.rollout.types import Rollouts, SamplingParams
 
@@ -97,7 +97,7 @@ class HFEngine:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
-        cache = DynamicCache(config=self.model.config)
+        cache = preallocated_cache(self.model.config, prompt_len + max_new)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,

@@ -22,6 +22,7 @@ def sample_next(
         return tokens, _gather(torch.log_softmax(logits, -1), tokens)
 
     scaled = logits / params.temperature
+    logprobs = torch.log_softmax(scaled, -1)
     vocab = scaled.shape[-1]
     candidates = None  # vocabulary ids of the (sorted) candidate columns; None: the whole vocabulary
     if 0 < params.top_k < vocab or params.top_p < 1:
@@ -29,7 +30,7 @@ def sample_next(
         cand_logits, candidates = scaled.topk(k, dim=-1)  # sorted, highest first
         probs = torch.softmax(cand_logits, -1)
     else:
-        probs = torch.softmax(scaled, -1)
+        probs = logprobs.exp()
     if params.top_p < 1:
         # keep the smallest prefix whose mass reaches top_p: drop a token if the mass before it already does
         before = probs.cumsum(-1) - probs
@@ -38,9 +39,20 @@ def sample_next(
         # the ratio to the most likely token does not depend on renormalisation, so no need to renormalise
         threshold = params.min_p * probs.amax(-1, keepdim=True)
         probs = probs.masked_fill(probs < threshold, 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    choice = _inverse_cdf(probs, generator)
     tokens = choice if candidates is None else _gather(candidates, choice)
-    return tokens, _gather(torch.log_softmax(scaled, -1), tokens)
+    return tokens, _gather(logprobs, tokens)
+
+
+def _inverse_cdf(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One draw per row from unnormalised `probs` [B, V], by inverting the cumulative sum with one uniform
+    number per row. torch.multinomial draws V exponential numbers per row instead, which on CPU costs ~0.1 s
+    per step for 64 rows x 49k vocabulary, a third of a SmolLM2 decode step."""
+    cdf = probs.double().cumsum(-1)  # float64: no drift over a 150k vocabulary
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=torch.float64)
+    # first index whose cdf exceeds u * total; a zero-probability token never is (its cdf equals the previous one)
+    choice = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
+    return choice.clamp(max=probs.shape[-1] - 1)
 
 
 def _gather(values: Tensor, index: Tensor) -> Tensor:
