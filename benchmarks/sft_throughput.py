@@ -11,7 +11,9 @@ so unless --gradient-checkpointing or --skip-trl-default is given, TRL also runs
 
 Throughput = non-pad input tokens of steps 2..N / time from the end of step 1 to the end of step N (step 1
 pays one-off warm-up costs), both as wall time and as this process's CPU time: on a machine shared with other
-work, wall time swings wildly (idle threads spin at every parallel region), CPU time much less. Needs TRL: `pip install -e ".[bench]"`.
+work, wall time swings wildly (idle threads spin at every parallel region), CPU time much less. On a CPU
+shared with other jobs use --threads 1: with 2 threads each parallel region waits for a descheduled thread and
+both loops slow down several-fold, by amounts that change from run to run. Needs TRL: `pip install -e ".[bench]"`.
 """
 
 from __future__ import annotations
