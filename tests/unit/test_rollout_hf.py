@@ -232,3 +232,21 @@ def test_vllm_without_vllm_is_a_user_error(model, tokenizer):
     with pytest.raises(UserError, match="vllm is not installed") as err:
         make_engine(RolloutConfig(engine="vllm"), model, tokenizer)
     assert "pip install" in (err.value.fix or "")
+
+
+@pytest.mark.slow
+def test_smollm2_logprobs_and_stop_strings(monkeypatch):
+    """On the real default model: recomputed log-probs match, and a stop string ends readable text."""
+    monkeypatch.delenv("R1LAB_HOME", raising=False)  # use the shared model cache
+    from r1lab.models import pull
+
+    path = pull("smollm2-135m-instruct")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompts = prompts_for(tokenizer, ["What is 2 + 3? Answer with one number.", "Name a colour."])
+    sampling = SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=24, stop=("\n",), seed=0)
+    r = HFEngine(model, tokenizer).generate(prompts, 3, sampling)
+    torch.testing.assert_close(r.logprobs, recomputed_logprobs(model, r, 0.7), atol=1e-4, rtol=0)
+    assert any(text.endswith("\n") for text in r.texts)  # the stop string was hit somewhere
+    for text in r.texts:
+        assert "\n" not in text[:-1]  # and the text ends right after it
