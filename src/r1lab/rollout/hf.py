@@ -121,9 +121,8 @@ class HFEngine:
         lengths = torch.zeros(rows, dtype=torch.long, device=device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
-        stop_window = (
-            max((len(s) for s in sampling.stop), default=0) + 3
-        )  # tokens decoded to find a stop string
+        # tokens decoded to look for a stop string: a stop string of k characters spans at most k + 1 tokens
+        stop_window = max((len(s) for s in sampling.stop), default=0) + 3
 
         for t in range(max_new):
             new, new_logp = sample_next(logits, sampling, generator)

@@ -48,7 +48,8 @@ class SamplingParams:
 
 @dataclass
 class Rollouts:
-    """Completions of one generation batch. Tensors live on the CPU or the model's device.
+    """Completions of one generation batch. Tensors are on the CPU (cheap to gather across ranks);
+    `training_rows(..., device=)` moves a micro-batch to the model's device.
 
     `logprobs` are those of the sampling policy: log_softmax(logits / temperature) at the sampled token, before
     any top-k/top-p/min-p filtering (as TRL computes them), 0 where the mask is 0. For greedy decoding
