@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -36,13 +37,18 @@ def _stage_config(kind: str, config: Path, overrides: list[str] | None, resume: 
     return validate(STAGE_KINDS[kind], data, config)
 
 
+def _done(message: str) -> None:
+    if os.environ.get("RANK", "0") == "0":  # once, not once per torchrun process
+        console.print(f"[green]done[/green]: {message}")
+
+
 @app.command()
 def sft(config: Path, overrides: Overrides = None, resume: Resume = False) -> None:
     """Supervised fine-tuning (full or LoRA) from a YAML config."""
     from r1lab.stages.sft import run_sft
 
     out = run_sft(_stage_config("sft", config, overrides, resume))
-    console.print(f"[green]done[/green]: model in {out}")
+    _done(f"model in {out}")
 
 
 @app.command()
@@ -51,7 +57,7 @@ def rl(config: Path, overrides: Overrides = None, resume: Resume = False) -> Non
     from r1lab.stages.rl import run_rl
 
     out = run_rl(_stage_config("rl", config, overrides, resume))
-    console.print(f"[green]done[/green]: model in {out}")
+    _done(f"model in {out}")
 
 
 @app.command("run")
@@ -191,8 +197,6 @@ def eval_cmd(
 
 
 def main() -> None:
-    import os
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own progress bars only
     try:
         from transformers.utils import logging as hf_logging
