@@ -86,7 +86,10 @@ def test_reward_rises_on_a_toy_task(tmp_path, tiny_model_dir, loss):
 
 def test_mu1_rollout_logprobs_match_the_update_forward(tmp_path, tiny_model_dir):
     """With mu == 1 the rollout log-probs serve as pi_old: the update's recomputed ratio is 1 (no clipping)."""
-    cfg = rl_config(tmp_path, tiny_model_dir, {"train": {"max_steps": 1, "batch_size": 3}})
+    length = rl_config(tmp_path, tiny_model_dir).rewards[0].name.replace(":target", ":length")
+    cfg = rl_config(
+        tmp_path, tiny_model_dir, {"rewards": [{"name": length}], "train": {"max_steps": 1, "batch_size": 3}}
+    )
     run_rl(cfg)
     (m,) = read_metrics(tmp_path / "run")
     assert m["ratio"] == pytest.approx(1.0, abs=1e-5)

@@ -38,3 +38,28 @@ def test_shared_prompt_forward_matches_the_plain_one(tiny_model_dir, tiny_tokeni
     torch.testing.assert_close(shared[mask], rows.logprobs[mask], rtol=1e-4, atol=1e-4)  # = the sampler's
     for name in g_plain:
         torch.testing.assert_close(g_shared[name], g_plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_rows_with_zero_advantage_are_not_run_but_counted():
+    """Their loss and gradient are exactly 0 without a KL term; the normalisers still count their tokens."""
+    from r1lab.config import RLConfig, validate
+    from r1lab.rollout import Rollouts
+    from r1lab.stages.rl_batch import plan_update
+
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    batch = Rollouts(
+        prompt_index=[0, 0, 1, 1],
+        prompt_ids=[[5, 6], [5, 6], [7], [7]],
+        completion_ids=torch.ones(4, 3, dtype=torch.long),
+        completion_mask=mask,
+        logprobs=torch.zeros(4, 3),
+        finish_reasons=["stop"] * 4,
+        texts=["a", "b", "c", "d"],
+    )
+    advantages = torch.tensor([0.0, 1.0, 0.0, -1.0])
+    cfg = validate(RLConfig, {"data": {"path": "prompts.jsonl"}})
+    plan = plan_update(batch, advantages, cfg)
+    assert plan.rows.texts == ["b", "d"] and plan.advantages.tolist() == [1.0, -1.0]
+    assert (plan.totals.tokens, plan.totals.sequences) == (8.0, 4.0)
+    with_kl = cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"beta": 0.1})})
+    assert plan_update(batch, advantages, with_kl).rows.texts == ["a", "b", "c", "d"]

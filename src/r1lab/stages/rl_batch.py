@@ -192,16 +192,24 @@ class UpdatePlan:
 
 
 def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePlan:
+    """Split the batch's rows over ranks and micro-batches. The loss normalisers count every row, but rows
+    whose advantage is 0 are not run when there is no KL term: their loss and gradient are exactly 0
+    (flat groups, often most of them early or late in training), so leaving them out changes nothing."""
     rank, size = world()
     if cfg.algorithm.mask_truncated:
         batch = replace(
             batch, completion_mask=mask_truncated_completions(batch.completion_mask, batch.finish_reasons)
         )
     totals = LossTotals.from_mask(batch.completion_mask, cfg.rollout.max_new_tokens)
-    shares = split_even(len(batch), size)
+    active = batch.completion_mask.sum(-1) > 0
+    if cfg.algorithm.beta == 0:
+        active &= advantages != 0
+    keep = active.nonzero().squeeze(-1).tolist()
+    shares = split_even(len(keep), size)
     n_micro = max(1, math.ceil(len(shares[0]) / cfg.train.batch_size))
-    mine = list(shares[rank])
-    micro = [[mine[i] - shares[rank].start for i in r] for r in split_even(len(mine), n_micro)]
+    mine = [keep[i] for i in shares[rank]]
+    micro = [list(r) for r in split_even(len(mine), n_micro)]
+    # a rank with nothing to train still makes its passes (zero-weight, on row 0) so DDP stays in step
     rows = batch.select(mine) if mine else batch.select([0])
     return UpdatePlan(rows, advantages[mine] if mine else advantages[:1] * 0, micro, totals)
 

@@ -50,7 +50,8 @@ def step_metrics(
         if key == "loss":  # already normalised by the policy loss; ~0 when mu == 1 (log reward, not loss)
             out["loss"] = float(value)
         elif key != "tokens":  # token sums -> per-token means (clip fractions, ratio, kl, entropy)
-            out[_METRIC_NAMES.get(key, key)] = float(value) / max(tokens, 1.0)
+            # nan when no row was trained (every advantage 0): no token to average over
+            out[_METRIC_NAMES.get(key, key)] = float(value) / tokens if tokens else math.nan
     out["tokens_trained"] = tokens
     return out
 
