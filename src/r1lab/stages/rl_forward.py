@@ -50,7 +50,7 @@ def completion_logits(model: Any, prefix_model: Any, rows: Rollouts, device: Any
     completion = rows.completion_ids.to(device)
     if completion.shape[1] == 1:
         return first.unsqueeze(1)
-    cache = out.past_key_values
+    cache = out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401 (lazy: old name warns)
     cache.reorder_cache(index)  # index_select per layer: differentiable, one cache row per completion
     row_mask = mask[index]
     tokens = completion[:, :-1]  # the last token predicts nothing we train on
