@@ -8,7 +8,7 @@ Both sides: the same model (default SmolLM2-135M-Instruct from r1lab's cache), t
 `addition` task, chat template applied), G completions per prompt at temperature 1, the same max new tokens,
 fp32, full fine-tuning, AdamW at a constant lr, grad-norm clip 1.0, beta = 0 (no reference model), one update
 per generation, token-level (`dapo`) loss with group-normalised advantages, rewards `arithmetic` +
-`answer_format`. Timings come from each library's own loop: r1lab's metrics.jsonl; for TRL a callback around
+`answer_format` + a dense `digit_share`. Timings come from each library's own loop: r1lab's metrics.jsonl; for TRL a callback around
 each step plus timers around its `_generate` and `_calculate_rewards`. The first step is a warm-up and is left
 out of the means when there are more. `--rounds 2` runs r1lab, TRL, r1lab, TRL... so load from other
 processes on the machine hits both sides alike; compare the ratio, not the absolute seconds.
@@ -33,6 +33,13 @@ from r1lab.tasks import get_task
 REWARD_NAMES = ["arithmetic", "answer_format"]
 
 
+def digit_share(completion: str, **_: Any) -> float:
+    """Share of the completion's characters that are digits: dense (every group has a spread), so every row
+    gets a gradient on both sides and the training times compare like with like (r1lab skips rows whose
+    advantage is 0, which the task rewards alone would give for almost every group of the base model)."""
+    return sum(c.isdigit() for c in completion) / max(len(completion), 1)
+
+
 def make_prompts(n: int, seed: int, digits: int) -> list[dict[str, Any]]:
     return get_task("addition").generate(n, seed=seed, split="train", digits=digits)
 
@@ -51,7 +58,7 @@ def run_r1lab(
         {
             "model": {"path": model, "dtype": "float32"},
             "data": {"path": str(data), "format": "prompt", "shuffle": False, "max_length": 4096},
-            "rewards": [{"name": name} for name in REWARD_NAMES],
+            "rewards": [{"name": name} for name in REWARD_NAMES] + [{"name": f"{__file__}:digit_share"}],
             "rollout": {"n": args.G, "max_new_tokens": args.max_new_tokens, "temperature": 1.0},
             "algorithm": {"advantage": "grpo", "policy_loss": "dapo", "beta": 0.0, "mu": 1},
             "prompts_per_step": args.prompts,
@@ -91,7 +98,7 @@ def run_trl(
     from trl import GRPOConfig, GRPOTrainer
 
     def make_reward(name: str):
-        fn = REWARDS.get(name)
+        fn = digit_share if name == "digit_share" else REWARDS.get(name)
 
         def score(completions: list, answer: list, **_: Any) -> list[float]:
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
@@ -132,7 +139,7 @@ def run_trl(
     policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     trainer = GRPOTrainer(
         model=policy,
-        reward_funcs=[make_reward(n) for n in REWARD_NAMES],
+        reward_funcs=[make_reward(n) for n in REWARD_NAMES] + [make_reward("digit_share")],
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
