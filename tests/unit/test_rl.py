@@ -176,3 +176,23 @@ def test_the_run_stops_after_max_bad_steps_in_a_row(tmp_path, tiny_model_dir):
     assert len(read_metrics(tmp_path / "run")) == 4
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["status"] == "interrupted"
+
+
+def test_mask_truncated_with_every_completion_cut(tmp_path, tiny_model_dir):
+    """The random model never stops within 4 tokens: mask_truncated leaves nothing to train, and the step
+    still runs (a zero-weight pass) instead of failing."""
+    length = rl_config(tmp_path, tiny_model_dir).rewards[0].name.replace(":target", ":length")
+    cfg = rl_config(
+        tmp_path,
+        tiny_model_dir,
+        {
+            "rewards": [{"name": length}],
+            "rollout": {"max_new_tokens": 4},
+            "algorithm": {"mask_truncated": True, "policy_loss": "dapo"},
+        },
+    )
+    run_rl(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    assert [m["clipped_ratio"] for m in metrics] == [1.0, 1.0]
+    assert [m["tokens_trained"] for m in metrics] == [0.0, 0.0]
+    assert [m["grad_norm"] for m in metrics] == [0.0, 0.0]

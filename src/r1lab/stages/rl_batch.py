@@ -196,6 +196,7 @@ def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePla
     whose advantage is 0 are not run when there is no KL term: their loss and gradient are exactly 0
     (flat groups, often most of them early or late in training), so leaving them out changes nothing."""
     rank, size = world()
+    dummy = batch.select([0])  # before any masking: a zero-weight pass needs at least one token
     if cfg.algorithm.mask_truncated:
         batch = replace(
             batch, completion_mask=mask_truncated_completions(batch.completion_mask, batch.finish_reasons)
@@ -210,7 +211,7 @@ def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePla
     mine = [keep[i] for i in shares[rank]]
     micro = [list(r) for r in split_even(len(mine), n_micro)]
     # a rank with nothing to train still makes its passes (zero-weight, on row 0) so DDP stays in step
-    rows = batch.select(mine) if mine else batch.select([0])
+    rows = batch.select(mine) if mine else dummy
     return UpdatePlan(rows, advantages[mine] if mine else advantages[:1] * 0, micro, totals)
 
 
