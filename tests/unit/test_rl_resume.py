@@ -51,14 +51,17 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, tiny_model_dir):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: the kill takes its reward worker down with it
     )
     deadline = time.monotonic() + 120
-    while not (run / "checkpoints" / "step-2").is_dir():
-        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-        assert time.monotonic() < deadline, "the child never wrote its step-2 checkpoint"
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    try:
+        while not (run / "checkpoints" / "step-2").is_dir():
+            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            assert time.monotonic() < deadline, "the child never wrote its step-2 checkpoint"
+            time.sleep(0.05)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
     assert not (run / "final").exists()
     assert json.loads((run / "state.json").read_text())["status"] == "running"  # killed: no clean shutdown
 
