@@ -76,8 +76,19 @@ def _checked(label: str, value: Any) -> tuple[str, Any]:
 FLUSH_SECONDS = 0.002  # the worker sends its answers in chunks covering about this much work
 
 
+def _die_with_parent() -> None:
+    """End this worker when its parent dies, even by SIGKILL (Linux). The forked child holds a copy of the
+    parent's pipe end, so `recv` would never see EOF and the worker would live on as an orphan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _serve(conn: Any, started: Any, specs: list[RewardSpec], rewards: list[LoadedReward] | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent()
     if rewards is None:  # spawned, not forked: load the functions again here
         try:
             rewards = [load_reward(s) for s in specs]
