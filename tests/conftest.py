@@ -6,6 +6,9 @@ from pathlib import Path
 
 # Before huggingface_hub/datasets are imported: they read it once, at import.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Tiny-model matmuls gain nothing from threads, and on a busy 2-core machine threads cost 5-30x; subprocesses
+# (torchrun, the CLI) inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
