@@ -31,6 +31,7 @@ bench: venv
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/sft_throughput.py
 	$(BIN)/python benchmarks/grpo_step.py
+	$(BIN)/python benchmarks/rollout_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

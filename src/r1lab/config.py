@@ -165,6 +165,7 @@ class EvalConfig(Strict):
     max_new_tokens: int = Field(256, gt=0)
     batch_size: int = Field(32, gt=0)
     system_prompt: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # weights while generating
 
     @model_validator(mode="after")
     def _task_or_data(self) -> EvalConfig:

@@ -40,7 +40,7 @@ def run_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -> d
             fix="name one, e.g. `--reward math` (or `--task T` to use that task's reward)",
         )
     system_prompt = cfg.system_prompt if cfg.system_prompt is not None else (task and task.system_prompt)
-    model_cfg = ModelConfig(path=model_path)
+    model_cfg = ModelConfig(path=model_path, dtype=cfg.dtype)
     tokenizer = load_tokenizer(model_cfg, path=resolve_model_path(model_path))
     with tempfile.TemporaryDirectory() as tmp:
         data_path = cfg.data or _write_task_set(task, cfg, Path(tmp))
