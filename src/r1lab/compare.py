@@ -18,7 +18,9 @@ ARM_LABELS = ("base", "SFT-only", "RL-only", "SFT→RL")
 def comparison_recipe(recipe: RecipeConfig, source: str | Path) -> tuple[RecipeConfig, dict[str, str]]:
     """Return the recipe extended with an RL-only stage, and the arm -> stage-name map."""
     if recipe.eval is None:
-        raise UserError("a comparison needs an `eval:` section", where=str(source), fix="add e.g. eval: {limit: 500}")
+        raise UserError(
+            "a comparison needs an `eval:` section", where=str(source), fix="add e.g. eval: {limit: 500}"
+        )
     by_kind: dict[str, dict] = {}
     for entry in recipe.stages:
         by_kind.setdefault(entry.get("kind"), entry)
