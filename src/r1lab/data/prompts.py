@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from r1lab.config import DataConfig
 from r1lab.data.formats import Conversation, normalise, resolve_schema
-from r1lab.data.splits import train_eval_records
+from r1lab.data.splits import SplitDataset, train_eval_records
 from r1lab.data.tokenize import tokenize_prompt
 from r1lab.errors import UserError
 
@@ -25,15 +25,8 @@ class PromptExample:
     columns: dict[str, Any] = field(default_factory=dict)  # every other column (answer, ...)
 
 
-class PromptDataset(list):
+class PromptDataset(SplitDataset):
     """PromptExamples in dataset order; `stats` (total, dropped, kept) and `eval` (held-out PromptDataset|None)."""
-
-    def __init__(
-        self, examples: list[PromptExample], stats: dict[str, int], eval: PromptDataset | None = None
-    ):
-        super().__init__(examples)
-        self.stats = stats
-        self.eval = eval
 
 
 def build_prompt_dataset(

@@ -8,24 +8,17 @@ from transformers import PreTrainedTokenizerBase
 
 from r1lab.config import DataConfig
 from r1lab.data.formats import Conversation, normalise, resolve_schema
-from r1lab.data.splits import train_eval_records
+from r1lab.data.splits import SplitDataset, train_eval_records
 from r1lab.data.tokenize import IGNORE, tokenize_conversation
 from r1lab.errors import UserError
 
 
-class SFTDataset(list):
+class SFTDataset(SplitDataset):
     """Examples `{"input_ids": [...], "labels": [...]}` in dataset order (labels -100 off the assistant turns).
 
     `stats` counts what happened to the records: total, skipped_no_assistant, truncated, dropped, kept,
     target_tokens. `eval` is the held-out SFTDataset (data.eval_path or data.eval_fraction) or None.
     """
-
-    def __init__(
-        self, examples: list[dict[str, list[int]]], stats: dict[str, int], eval: SFTDataset | None = None
-    ):
-        super().__init__(examples)
-        self.stats = stats
-        self.eval = eval
 
 
 def build_sft_dataset(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> SFTDataset:

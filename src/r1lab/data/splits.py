@@ -35,3 +35,13 @@ def train_eval_records(
     held = set(random.Random(seed).sample(range(len(records)), n_eval))
     train = [r for i, r in enumerate(records) if i not in held]
     return train, [r for i, r in enumerate(records) if i in held]
+
+
+class SplitDataset(list):
+    """Built examples in dataset order, with `stats` (counts of what happened to the records) and `eval`
+    (the held-out part, built the same way, or None)."""
+
+    def __init__(self, examples: list[Any], stats: dict[str, int], eval: SplitDataset | None = None):
+        super().__init__(examples)
+        self.stats = stats
+        self.eval = eval
