@@ -59,6 +59,20 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk: int = C
     return out.reshape(logits.shape[:-1])
 
 
+def left_pad(
+    sequences: list[list[int]], pad_token_id: int, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Token lists as one left-padded LongTensor [N, longest] and its attention mask (1 on real tokens)."""
+    width = max((len(seq) for seq in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if seq:
+            ids[i, width - len(seq) :] = torch.tensor(seq)
+            mask[i, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
 def concat_prompt_completion(
     prompt_ids: list[list[int]], completion_ids: Tensor, completion_mask: Tensor, pad_token_id: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -71,15 +85,8 @@ def concat_prompt_completion(
     n = completion_ids.shape[0]
     if len(prompt_ids) != n:
         raise ValueError(f"{len(prompt_ids)} prompts for {n} completions")
-    p = max((len(ids) for ids in prompt_ids), default=0)
-    device = completion_ids.device
-    prompts = torch.full((n, p), pad_token_id, dtype=completion_ids.dtype, device=device)
-    prompt_mask = torch.zeros((n, p), dtype=torch.long, device=device)
-    for i, ids in enumerate(prompt_ids):
-        if ids:
-            prompts[i, p - len(ids) :] = torch.tensor(ids, dtype=completion_ids.dtype, device=device)
-            prompt_mask[i, p - len(ids) :] = 1
-    input_ids = torch.cat([prompts, completion_ids], dim=1)
+    prompts, prompt_mask = left_pad(prompt_ids, pad_token_id, completion_ids.device)
+    input_ids = torch.cat([prompts.to(completion_ids.dtype), completion_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, completion_mask.to(torch.long)], dim=1)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     return input_ids, attention_mask, position_ids

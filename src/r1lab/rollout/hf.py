@@ -13,6 +13,7 @@ import time
 import torch
 from torch import Tensor
 
+from r1lab.algorithms.logprobs import left_pad
 from r1lab.errors import UserError
 from r1lab.rollout.kv_cache import preallocated_cache
 from r1lab.rollout.sampling import sample_next
@@ -89,12 +90,7 @@ class HFEngine:
         device = next(self.model.parameters()).device
         prompt_len = max(len(p) for p in prompts)
         max_new = sampling.max_new_tokens
-        ids = torch.full((len(prompts), prompt_len), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), prompt_len), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, prompt_len - len(p) :] = torch.tensor(p)
-            mask[i, prompt_len - len(p) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = left_pad(prompts, self.pad_token_id, device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
         cache = preallocated_cache(self.model.config, prompt_len + max_new)

@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from r1lab.algorithms.logprobs import concat_prompt_completion
 from r1lab.config import RolloutConfig
 
 
@@ -155,25 +156,19 @@ def training_rows(
     """Build the rows for the RL forward pass, for all rollouts or a micro-batch of them (`indices`),
     trimmed to the longest prompt and completion among those rows."""
     part = rollouts if indices is None else rollouts.select(indices)
-    prompt_len = max((len(p) for p in part.prompt_ids), default=0)
-    rows = len(part)
-    prompt = torch.full((rows, prompt_len), part.pad_token_id, dtype=torch.long)
-    prompt_mask = torch.zeros((rows, prompt_len), dtype=torch.long)
-    for i, ids in enumerate(part.prompt_ids):
-        if ids:
-            prompt[i, prompt_len - len(ids) :] = torch.tensor(ids)
-            prompt_mask[i, prompt_len - len(ids) :] = 1
     dev = device if device is not None else part.completion_ids.device
-    completion_mask = part.completion_mask.to(dev)
-    attention_mask = torch.cat([prompt_mask.to(dev), completion_mask.long()], dim=1)
+    completion_ids, completion_mask = part.completion_ids.to(dev), part.completion_mask.to(dev)
+    input_ids, attention_mask, position_ids = concat_prompt_completion(
+        part.prompt_ids, completion_ids, completion_mask, part.pad_token_id
+    )
     return TrainingRows(
-        input_ids=torch.cat([prompt.to(dev), part.completion_ids.to(dev)], dim=1),
+        input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
-        completion_ids=part.completion_ids.to(dev),
+        position_ids=position_ids,
+        completion_ids=completion_ids,
         completion_mask=completion_mask,
         logprobs=part.logprobs.to(dev),
-        completion_start=prompt_len,
+        completion_start=input_ids.shape[1] - completion_ids.shape[1],
     )
 
 

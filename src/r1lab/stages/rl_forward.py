@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from r1lab.algorithms.logprobs import left_pad
 from r1lab.rollout.types import Rollouts, training_rows
 
 
@@ -32,13 +33,7 @@ def completion_logits(model: Any, prefix_model: Any, rows: Rollouts, device: Any
     prompts = [rows.prompt_ids[first_row[p]] for p in prompt_of]
     index = torch.tensor([prompt_of[p] for p in rows.prompt_index], device=device)
 
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), rows.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = left_pad(prompts, rows.pad_token_id, device)
     out = prefix_model(
         input_ids=ids,
         attention_mask=mask,
