@@ -7,6 +7,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
+    Gemma2Config,
     LlamaConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
@@ -50,10 +51,8 @@ def build_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_model(path: Path, tokenizer: PreTrainedTokenizerFast, arch: str = "llama", seed: int = 0):
-    import torch
-
-    torch.manual_seed(seed)
+def tiny_config(tokenizer: PreTrainedTokenizerFast, arch: str = "llama"):
+    """A 2-layer config for `tokenizer`: llama, qwen2, or gemma2 (soft-capped logits, sliding-window layers)."""
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -67,7 +66,16 @@ def build_model(path: Path, tokenizer: PreTrainedTokenizerFast, arch: str = "lla
         bos_token_id=None,
         tie_word_embeddings=True,
     )
-    config = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+    if arch == "gemma2":
+        return Gemma2Config(**common, head_dim=8, sliding_window=8, final_logit_softcapping=5.0)
+    return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+
+
+def build_model(path: Path, tokenizer: PreTrainedTokenizerFast, arch: str = "llama", seed: int = 0):
+    import torch
+
+    torch.manual_seed(seed)
+    config = tiny_config(tokenizer, arch)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

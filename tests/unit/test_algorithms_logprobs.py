@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from r1lab.algorithms.linear_logprobs import linear_logprobs
 from r1lab.algorithms.logprobs import (
     completion_logprobs,
     concat_prompt_completion,
@@ -105,3 +106,41 @@ def test_completion_logprobs_on_a_batched_padded_forward_match_each_row_alone(ti
     assert logp.shape == entropy.shape == (3, 6) and not entropy.requires_grad
     with pytest.raises(ValueError, match="at least 7"):
         completion_logprobs(logits[:, -6:], completion)
+
+
+@pytest.mark.parametrize(("temperature", "with_bias", "chunk"), [(1.0, False, 1024), (0.7, True, 3)])
+def test_linear_logprobs_match_the_head_then_log_softmax(temperature, with_bias, chunk):
+    torch.manual_seed(0)
+    hidden = torch.randn(10, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    bias = torch.randn(50, requires_grad=True) if with_bias else None
+    labels = torch.randint(0, 50, (10,))
+    coef = torch.randn(10)  # an arbitrary upstream gradient
+    inputs = [hidden, weight] + ([bias] if with_bias else [])
+
+    logp, entropy = linear_logprobs(hidden, weight, bias, labels, temperature, chunk=chunk)
+    ours = torch.autograd.grad((logp * coef).sum(), inputs)
+    logits = torch.nn.functional.linear(hidden, weight, bias) / temperature
+    naive = torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1)
+    expected = torch.autograd.grad((naive * coef).sum(), inputs)
+
+    torch.testing.assert_close(logp, naive, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(entropy, entropy_from_logits(logits.detach()), rtol=1e-5, atol=1e-5)
+    assert not entropy.requires_grad
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_logprobs_under_bf16_autocast_match_the_plain_head():
+    torch.manual_seed(0)
+    hidden = torch.randn(6, 16, requires_grad=True)
+    weight = torch.randn(40, 16, requires_grad=True)
+    labels = torch.randint(0, 40, (6,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logp, _ = linear_logprobs(hidden, weight, None, labels)
+        naive = token_logprobs(torch.nn.functional.linear(hidden, weight), labels)
+    torch.testing.assert_close(logp, naive, rtol=1e-5, atol=1e-5)  # the same bf16 matmul, then float32
+    (grad_ours,) = torch.autograd.grad(logp.sum(), [weight])
+    (grad_naive,) = torch.autograd.grad(naive.sum(), [weight])
+    assert grad_ours.dtype == weight.dtype
+    torch.testing.assert_close(grad_ours, grad_naive, rtol=2e-2, atol=2e-2)

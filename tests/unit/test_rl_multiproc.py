@@ -18,6 +18,7 @@ import torch
 from rl_testkit import read_metrics, rl_config, single_thread, weights
 
 from r1lab.config import dump_config
+from r1lab.stages import rl_forward
 from r1lab.stages.rl import run_rl
 
 
@@ -27,20 +28,33 @@ def _one_thread():
 
 
 @pytest.mark.multiproc
-@pytest.mark.parametrize("loss", ["dapo"])
-def test_two_processes_match_one(tmp_path, tiny_model_dir, loss):
+@pytest.mark.parametrize(
+    ("micro_batch", "bucket_overhead"),
+    [(1, None), (3, 0)],  # (3, 0): micro-batches split into length buckets, several forwards per backward
+)
+def test_two_processes_match_one(tmp_path, tiny_model_dir, monkeypatch, micro_batch, bucket_overhead):
     length = rl_config(tmp_path / "x", tiny_model_dir).rewards[0].name.replace(":target", ":length")
     settings = {
         "rewards": [{"name": length}],  # dense: every step has non-zero advantages
-        "algorithm": {"policy_loss": loss, "advantage": "grpo"},
-        "rollout": {"n": 3, "max_new_tokens": 8, "batch_size": 1},
+        "algorithm": {"policy_loss": "dapo", "advantage": "grpo"},
+        # stop strings: completions of different lengths, for the length buckets
+        "rollout": {"n": 3, "max_new_tokens": 8, "batch_size": 1, "stop": ["e", "o"]},
         "prompts_per_step": 3,
         "optim": {"lr": 1e-2},
-        "train": {"max_steps": 3, "batch_size": 1},
+        "train": {"max_steps": 3, "batch_size": micro_batch},
     }
+    entry = ["-m", "r1lab.cli"]
+    if bucket_overhead is not None:
+        monkeypatch.setattr(rl_forward, "BUCKET_OVERHEAD", bucket_overhead)
+        script = tmp_path / "launch.py"
+        script.write_text(
+            "import r1lab.stages.rl_forward as f, r1lab.cli as cli, sys\n"
+            f"f.BUCKET_OVERHEAD = {bucket_overhead}\nsys.exit(cli.main())\n"
+        )
+        entry = [str(script)]
     # 3 prompts x 3 completions over 2 ranks: rank 0 generates 2 prompts, rank 1 one; for the update rank 0
-    # takes rows 0-4 and rank 1 rows 5-8 (prompt 1's group spans both) plus a zero-weight micro-batch, so
-    # both ranks make 5 backward passes
+    # takes rows 0-4 and rank 1 rows 5-8 (prompt 1's group spans both) plus, with micro-batches of 1, a
+    # zero-weight micro-batch, so both ranks make 5 backward passes
     one = rl_config(tmp_path / "one", tiny_model_dir, settings)
     run_rl(one)
 
@@ -49,7 +63,7 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir, loss):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun, "torchrun is installed with torch"
     child = subprocess.Popen(
-        [torchrun, "--standalone", "--nproc-per-node=2", "-m", "r1lab.cli", "rl", str(tmp_path / "two.yaml")],
+        [torchrun, "--standalone", "--nproc-per-node=2", *entry, "rl", str(tmp_path / "two.yaml")],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -7,6 +7,7 @@ Each family is a registry (name -> function) so a recipe picks one by name from 
 
 from r1lab.algorithms.advantages import ADVANTAGES, zero_std_fraction
 from r1lab.algorithms.kl import KL_ESTIMATORS, kl_penalty
+from r1lab.algorithms.linear_logprobs import linear_logprobs
 from r1lab.algorithms.logprobs import (
     completion_logprobs,
     concat_prompt_completion,
@@ -32,6 +33,7 @@ __all__ = [
     "concat_prompt_completion",
     "entropy_from_logits",
     "kl_penalty",
+    "linear_logprobs",
     "mask_truncated_completions",
     "metric_means",
     "sum_metrics",

@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from r1lab.algorithms.logprobs import token_logprobs
 from r1lab.config import RLConfig, dump_config
 from r1lab.errors import UserError
 from r1lab.rollout.types import Rollouts
@@ -48,7 +47,7 @@ from r1lab.stages.rl_batch import (
     select_rows,
 )
 from r1lab.stages.rl_checks import check_before_rollout, check_names, resume_point
-from r1lab.stages.rl_forward import completion_logits
+from r1lab.stages.rl_forward import completion_logprobs
 from r1lab.stages.rl_log import drop_samples_after, step_metrics, write_samples
 
 
@@ -242,8 +241,7 @@ def make_reference(model: torch.nn.Module, cfg: RLConfig) -> Callable[..., torch
 
     def reference(rows: Rollouts, device: Any, temperature: float) -> torch.Tensor:
         with torch.no_grad(), model.disable_adapter() if lora else nullcontext():
-            logits = completion_logits(frozen, frozen, rows, device)
-            return token_logprobs(logits, rows.completion_ids.to(device), temperature)
+            return completion_logprobs(frozen, frozen, rows, device, temperature)[0]
 
     return reference
 

@@ -22,7 +22,6 @@ import torch.distributed as dist
 from torch import Tensor
 
 from r1lab.algorithms.advantages import ADVANTAGES
-from r1lab.algorithms.logprobs import entropy_from_logits, token_logprobs
 from r1lab.algorithms.policy_losses import (
     LossTotals,
     compute_policy_loss,
@@ -31,7 +30,7 @@ from r1lab.algorithms.policy_losses import (
 )
 from r1lab.config import RLConfig
 from r1lab.rollout.types import Rollouts, SamplingParams
-from r1lab.stages.rl_forward import completion_logits
+from r1lab.stages.rl_forward import completion_logprobs
 
 
 def world() -> tuple[int, int]:
@@ -237,12 +236,8 @@ def policy_update(
         rows = plan.rows.select(idx or [0])
         sync = i == len(plan.micro_batches) - 1
         with nullcontext() if sync else accelerator.no_sync(model):
-            logits = completion_logits(model, inner, rows, device)
-            completion_ids = rows.completion_ids.to(device)
-            logp = token_logprobs(logits, completion_ids, temperature)
+            logp, entropy = completion_logprobs(model, inner, rows, device, temperature)
             ref_logp = reference(rows, device, temperature) if reference else None
-            with torch.no_grad():
-                entropy = entropy_from_logits(logits.detach(), temperature)
             loss, metrics = compute_policy_loss(
                 algo.policy_loss,
                 logp,
