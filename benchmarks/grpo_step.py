@@ -13,11 +13,10 @@ each step plus timers around its `_generate` and `_calculate_rewards`. The first
 out of the means when there are more. `--rounds 2` runs r1lab, TRL, r1lab, TRL... so load from other
 processes on the machine hits both sides alike; compare the ratio, not the absolute seconds.
 
-Measured 2026-11-25 on the shared 2-core CPU (other jobs running; --threads 1, which was 5-30x faster than 2
-threads there), SmolLM2-135M-Instruct: default settings 67.8 vs 110.7 s/step = 1.63x (generation 20.3 vs
-26.5 s, training 47.5 vs 84.2 s; rewards by step 0.125 0.113 vs 0.129 0.151); `--prompts 4 --G 4
---max-new-tokens 32 --rounds 2`: 10.7 vs 22.3 s/step = 2.09x. On an H100 (random weights, 64 tokens every
-completion): 2.11 vs 3.26 s/step = 1.55x.
+Measured 2026-11-25 on the 2-core CPU, otherwise idle, SmolLM2-135M-Instruct, `--steps 4` (2 threads):
+30.74 vs 77.72 s/step = 2.53x (generation 9.9 vs 18.3 s, training 20.8 vs 59.4 s; rewards by step 0.125 0.117
+0.130 0.134 vs 0.129 0.151 0.130 0.161). Before the update's fused output head and length buckets it was 1.82x
+(39.16 vs 71.16, `--steps 2`); on an H100 (random weights) that earlier version made 1.55x.
 """
 
 from __future__ import annotations

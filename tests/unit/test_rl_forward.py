@@ -128,3 +128,34 @@ def test_rows_with_zero_advantage_are_not_run_but_counted():
     assert (plan.totals.tokens, plan.totals.sequences) == (8.0, 4.0)
     with_kl = cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"beta": 0.1})})
     assert plan_update(batch, advantages, with_kl).rows.texts == ["a", "b", "c", "d"]
+
+
+@pytest.mark.slow
+def test_smollm2_fused_head_and_buckets_match_the_plain_forward(monkeypatch):
+    """On the real default model (large logits, tied 49k-token head): log-probs and gradients agree."""
+    monkeypatch.delenv("R1LAB_HOME", raising=False)  # use the shared model cache
+    monkeypatch.setattr(rl_forward, "BUCKET_OVERHEAD", 0)
+    from transformers import AutoTokenizer
+
+    from r1lab.models import pull
+
+    path = pull("smollm2-135m-instruct")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+        for q in ["What is 2 + 3?", "Name a colour and say why you like it."]
+    ]
+    prompts = [p["input_ids"] if hasattr(p, "keys") else p for p in prompts]
+    sampling = SamplingParams(temperature=0.7, max_new_tokens=16, stop=(".",), seed=0)
+    rows = HFEngine(model, tokenizer).generate(prompts, 3, sampling)
+    assert len(set(rows.completion_mask.sum(-1).tolist())) > 1  # several buckets
+    assert output_head(model) is model.lm_head
+
+    ours = _logprobs_and_grads(model, lambda: completion_logprobs(model, model, rows, "cpu", 0.7), rows)
+    plain = _logprobs_and_grads(model, lambda: _plain_logprobs(model, rows, 0.7), rows)
+    torch.testing.assert_close(ours[0], plain[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours[1], plain[1], rtol=1e-4, atol=1e-4)
+    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"):
+        want = plain[2][name]  # float32 sums in another order: within 2e-5 of the gradient's largest entry
+        torch.testing.assert_close(ours[2][name], want, rtol=0, atol=2e-5 * want.abs().max().item(), msg=name)
