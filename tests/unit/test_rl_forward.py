@@ -159,3 +159,16 @@ def test_smollm2_fused_head_and_buckets_match_the_plain_forward(monkeypatch):
     for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"):
         want = plain[2][name]  # float32 sums in another order: within 2e-5 of the gradient's largest entry
         torch.testing.assert_close(ours[2][name], want, rtol=0, atol=2e-5 * want.abs().max().item(), msg=name)
+
+
+def test_gradient_checkpointing_takes_the_plain_forward_with_the_fused_head(tiny_model_dir, tiny_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    rows = _rollouts(model, tiny_tokenizer)
+    plain = _logprobs_and_grads(model, lambda: _plain_logprobs(model, rows, 1.0), rows)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    assert rl_forward._checkpointing(model)
+    ours = _logprobs_and_grads(model, lambda: completion_logprobs(model, model, rows, "cpu", 1.0), rows)
+    torch.testing.assert_close(ours[0], plain[0], rtol=1e-5, atol=1e-5)
+    for name in plain[2]:
+        torch.testing.assert_close(ours[2][name], plain[2][name], rtol=1e-4, atol=1e-6, msg=name)
