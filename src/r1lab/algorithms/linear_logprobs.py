@@ -106,11 +106,11 @@ class _LinearLogprobs(torch.autograd.Function):
                 g.scatter_add_(-1, labels[part, None], gl[:, None])
                 if t != 1.0:
                     g.div_(t)
-                g_w = g.to(weight.dtype)
+                g_cast = g.to(weight.dtype)
                 if need_h:
-                    grad_h[part] = (g_w @ weight).to(hidden.dtype)
+                    grad_h[part] = (g_cast @ weight).to(hidden.dtype)
                 if need_w:
-                    grad_w += (g_w.T @ hidden[part].to(weight.dtype)).float()
+                    grad_w += (g_cast.T @ hidden[part].to(weight.dtype)).float()
                 if need_b:
                     grad_b += g.sum(0)
         return (

@@ -7,7 +7,6 @@ mask, positions) so the remaining steps cost less; the loop ends when every row 
 
 from __future__ import annotations
 
-import inspect
 import time
 
 import torch
@@ -15,7 +14,7 @@ from torch import Tensor
 
 from r1lab.algorithms.logprobs import left_pad
 from r1lab.errors import UserError
-from r1lab.rollout.kv_cache import preallocated_cache
+from r1lab.rollout.kv_cache import cache_kwarg, preallocated_cache
 from r1lab.rollout.sampling import sample_next
 from r1lab.rollout.types import Rollouts, SamplingParams
 
@@ -43,7 +42,7 @@ class HFEngine:
         self.pad_token_id = int(pad)
         self._seed = seed
         self._generator: torch.Generator | None = None
-        self._cache_kwarg = _cache_kwarg(model)
+        self._cache_kwarg = cache_kwarg(model)
 
     def update_weights(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -236,10 +235,3 @@ def _eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
     if extra is not None:
         ids.update(int(i) for i in (extra if isinstance(extra, (list, tuple)) else [extra]))
     return sorted(ids)
-
-
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers renamed `past_key_values` to `cache`; use whichever the model's forward takes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"

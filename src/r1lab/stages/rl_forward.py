@@ -14,7 +14,6 @@ head(hidden) (soft-capping, scaling, a LoRA-wrapped head) are detected once and 
 
 from __future__ import annotations
 
-import inspect
 import math
 import weakref
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from r1lab.algorithms.linear_logprobs import linear_logprobs
 from r1lab.algorithms.logprobs import entropy_from_logits, left_pad, token_logprobs
+from r1lab.rollout.kv_cache import cache_kwarg
 from r1lab.rollout.types import Rollouts, training_rows
 
 
@@ -83,23 +83,24 @@ def completion_features(
     # needs the prefix cache re-indexed per bucket (plain layers only), else all rows run as one bucket
     buckets = length_buckets(lengths) if prefix is not None else [list(range(len(rows)))]
     width = rows.completion_ids.shape[1]
+    cache_name = cache_kwarg(prefix_model)
     parts = []
     for i, bucket in enumerate(buckets):
         at = torch.tensor(bucket, device=device)
+        cache_rows = index[at]  # the prompt of each row of the bucket
         t = max(1, max(lengths[r] for r in bucket))
         rest = first.new_zeros(len(bucket), 0, first.shape[-1])
         if t > 1:
             if prefix is None:
-                cache.reorder_cache(index)  # index_select per layer: differentiable
+                cache.reorder_cache(cache_rows)  # index_select per layer: differentiable
             else:
                 for layer, (keys, values) in zip(cache.layers, prefix, strict=True):
-                    layer.keys, layer.values = keys[index[at]], values[index[at]]
+                    layer.keys, layer.values = keys[cache_rows], values[cache_rows]
             rest = _completion_forward(
                 model if i == len(buckets) - 1 else prefix_model,  # DDP: one wrapped forward per backward
-                prefix_model,
                 head,
-                cache,
-                mask[index[at]],
+                {cache_name: cache},
+                mask[cache_rows],
                 rows.completion_ids[bucket, : t - 1].to(device),
                 rows.completion_mask[bucket, : t - 1].to(device),
             )
@@ -111,14 +112,14 @@ def completion_features(
 
 def _completion_forward(
     model: Any,
-    prefix_model: Any,
     head: torch.nn.Linear | None,
-    cache: Any,
+    cache: dict[str, Any],
     prompt_mask: Tensor,
     tokens: Tensor,
     token_mask: Tensor,
 ) -> Tensor:
-    """Features of `tokens` run on top of the prompt cache (one cache row per token row)."""
+    """Features of `tokens` run on top of the prompt cache (one cache row per token row); `cache` is the
+    forward's keyword argument for it, {"cache" or "past_key_values": the cache}."""
     lengths = prompt_mask.sum(-1, keepdim=True)
     features, _ = _run(
         model,
@@ -128,7 +129,7 @@ def _completion_forward(
         position_ids=lengths + torch.arange(tokens.shape[1], device=tokens.device),
         use_cache=True,
         logits_to_keep=0,  # every position
-        **{_cache_kwarg(prefix_model): cache},
+        **cache,
     )
     return features
 
@@ -257,9 +258,3 @@ def _checkpointing(model: Any) -> bool:
         if hasattr(type(model), name) or hasattr(getattr(model, "base_model", None), name):
             return bool(getattr(model, name))
     return False
-
-
-def _cache_kwarg(model: Any) -> str:
-    """transformers is renaming `past_key_values` to `cache`; use whichever the model's forward takes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
