@@ -12,8 +12,6 @@ from r1lab.config import RecipeConfig
 from r1lab.errors import UserError
 from r1lab.pipeline import PipelineState, execute, load_recipe
 
-ARM_LABELS = ("base", "SFT-only", "RL-only", "SFT→RL")
-
 
 def comparison_recipe(recipe: RecipeConfig, source: str | Path) -> tuple[RecipeConfig, dict[str, str]]:
     """Return the recipe extended with an RL-only stage, and the arm -> stage-name map."""

@@ -200,7 +200,6 @@ class RecipeConfig(Strict):
     stages: list[dict[str, Any]] = Field(min_length=1)  # each: {name, kind: sft|rl, ...that stage's config}
 
 
-StageConfig = Annotated[Union[SFTConfig, RLConfig], Field(discriminator="kind")]  # noqa: UP007
 STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig}
 
 
