@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from r1lab.errors import UserError
 
@@ -83,7 +84,12 @@ def compare(recipe: Path, overrides: Overrides = None) -> None:
 
 
 @models_app.command("pull")
-def models_pull(name: str = "smollm2-135m-instruct", force: bool = False) -> None:
+def models_pull(
+    name: Annotated[str, typer.Argument(help="a named default model (see `r1lab models list`)")] = (
+        "smollm2-135m-instruct"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="fetch and convert again even if cached")] = False,
+) -> None:
     """Fetch a named default model into the cache ($R1LAB_HOME) as a safetensors HF folder."""
     from r1lab.models import pull
 
@@ -204,7 +210,9 @@ def main() -> None:
         hf_logging.disable_progress_bar()
         app()
     except UserError as e:
-        console.print(f"[bold red]error:[/bold red] {e.render()}", highlight=False)
+        # plain Text: brackets in the message are not markup; soft_wrap: never hard-wrap it at the console width
+        # (a piped error must stay one greppable line per part)
+        console.print(Text.assemble(("error: ", "bold red"), e.render()), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -28,11 +29,14 @@ class Registry(Generic[F]):
 
     def get(self, name: str) -> F:
         if name not in self._items:
-            raise UserError(
-                f"unknown {self.kind} {name!r}",
-                fix=f"use one of: {', '.join(sorted(self._items))}",
-            )
+            raise UserError(f"unknown {self.kind} {name!r}", fix=self.fix_for(name))
         return self._items[name]
+
+    def fix_for(self, name: str) -> str:
+        """'did you mean X? (one of: ...)' for a name that is not registered."""
+        close = difflib.get_close_matches(str(name), self._items, n=1, cutoff=0.6)
+        known = f"use one of: {', '.join(sorted(self._items))}"
+        return f"did you mean {close[0]!r}? ({known})" if close else known
 
     def names(self) -> list[str]:
         return sorted(self._items)
