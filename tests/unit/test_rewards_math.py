@@ -45,6 +45,51 @@ def test_math_table(completion: str, gold: str, expected: float) -> None:
     assert REWARDS.get("math")(completion, prompt="q", answer=gold) == expected
 
 
+# (gold, a right answer, what math-verify's plain-expression parser reads of the bare gold): the truncated
+# reading must score 0 and the right answer 1, whether the gold is bare or wrapped in $...$.
+ALGEBRAIC_GOLDS = [
+    ("2x", r"\boxed{2x}", r"\boxed{2}"),
+    ("1+2x", r"\boxed{2x+1}", r"\boxed{1}"),
+    (r"3\sqrt{2}", r"\boxed{\sqrt{18}}", r"\boxed{3}"),
+    (r"\frac{1}{2}x", r"\boxed{x/2}", r"\boxed{\frac{1}{2}}"),
+    ("2x+3", r"\boxed{3+2x}", r"\boxed{2}"),
+    (r"2\pi", r"\boxed{2\pi}", r"\boxed{2}"),
+    (r"2\sqrt{3}/3", r"\boxed{\frac{2}{\sqrt{3}}}", r"\boxed{2}"),
+    ("y=2x+1", r"\boxed{y = 1 + 2x}", r"\boxed{2}"),
+    ("x^2-2x+1", r"\boxed{(x-1)^2}", r"\boxed{x^2}"),
+    ("10^{-3}", r"\boxed{0.001}", r"\boxed{10}"),
+    ("4!", r"\boxed{24}", r"\boxed{4}"),
+    ("1:2", r"\boxed{1/2}", r"\boxed{1}"),
+    ("[1, 3)", r"\boxed{[1,3)}", r"\boxed{3}"),
+    ("1, 2, 3", r"\boxed{3, 2, 1}", r"\boxed{3}"),
+    ("2*x", "Answer: 2x", "Answer: 2"),
+    ("2x", "The answer is 2x", "The answer is 2"),  # an answer line is read whole too
+]
+
+
+@pytest.mark.parametrize(("gold", "right", "truncated"), ALGEBRAIC_GOLDS)
+@pytest.mark.parametrize("wrap", ["{}", "${}$"])
+def test_math_reads_algebraic_golds_whole(gold: str, right: str, truncated: str, wrap: str) -> None:
+    math = REWARDS.get("math")
+    assert math(right, prompt="q", answer=wrap.format(gold)) == 1.0
+    assert math(truncated, prompt="q", answer=wrap.format(gold)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "expected"),
+    [
+        (r"\boxed{12}", "12 dollars", 1.0),  # a number with a unit word is the number
+        (r"\boxed{3}", "3 hours", 1.0),
+        (r"\boxed{12}", "$12", 1.0),  # a currency sign, not a delimiter
+        ("The answer is 2 and 3", "2x", 0.0),
+        (r"\boxed{0.001}", "1e-3", 1.0),  # a bare gold in e-notation (inside $...$ it would be 1*e - 3)
+        (r"\boxed{1}", "1e-3", 0.0),
+    ],
+)
+def test_math_bare_gold_edge_cases(completion: str, gold: str, expected: float) -> None:
+    assert REWARDS.get("math")(completion, prompt="q", answer=gold) == expected
+
+
 def test_math_gives_up_on_a_pathological_answer() -> None:
     # sympy would try to evaluate a tower of powers for a very long time; math-verify's timeout stops it
     tower = load_reward(RewardSpec(name="math", kwargs={"timeout": 1}))

@@ -12,6 +12,7 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 
 from r1lab.errors import UserError
 from r1lab.rewards.extract import (
+    after_anchor,
     answer_region,
     final_answer,
     last_boxed,
@@ -21,10 +22,15 @@ from r1lab.rewards.extract import (
 )
 from r1lab.rewards.registry import answer_column, reward
 
-_CONFIGS = (LatexExtractionConfig(), ExprExtractionConfig())
+_LATEX = (LatexExtractionConfig(),)
+_EXPR = (ExprExtractionConfig(),)
+_CONFIGS = _LATEX + _EXPR
 # math-verify logs every timed-out input in full at WARNING; an answer it cannot settle in time just scores 0.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 _MATHY = re.compile(r"[\d\\^_{}()\[\]=+\-*/]")
+_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
+_NUMBER_THEN_WORDS = re.compile(r"(-?[\d.,]*\d)\s+([A-Za-z]{2,}\s*)+")
+_SCIENTIFIC = re.compile(r"(-?\d+(?:\.\d+)?)[eE]([-+]?\d+)")
 
 
 def _signal_timeout(seconds: int) -> int | None:
@@ -45,14 +51,38 @@ def gold_text(gold: Any) -> str | None:
 
 @lru_cache(maxsize=4096)
 def _parse_gold(text: str, timeout: int) -> list:
-    # A bare gold such as "\frac12" or "(1,2)" only parses inside math delimiters, so try those next; but
-    # not for plain words, which math-verify would read as a product of symbols ("blue" -> b*l*u*e).
-    looks_math = _MATHY.search(text) is not None
-    for candidate in (text, f"${text}$", f"\\boxed{{{text}}}") if looks_math else (text,):
-        parsed = parse(candidate, extraction_config=_CONFIGS, parsing_timeout=_signal_timeout(timeout))
+    """The gold as math-verify reads it, or [] when it is not math (then text equality decides)."""
+    if _DELIMITED.search(text):  # already LaTeX with its delimiters: math-verify's own way
+        parsed = parse(text, extraction_config=_LATEX, parsing_timeout=_signal_timeout(timeout))
         if parsed:
             return parsed
-    return []
+        text = text.replace("$", "")  # a currency sign ("$12"), not a delimiter
+    # Not for plain words, which LaTeX would read as a product of symbols ("blue" -> b*l*u*e).
+    return _parse_bare(text, timeout) if _MATHY.search(text) else []
+
+
+def _parse_bare(text: str, timeout: int) -> list:
+    """A bare expression ("2x", "\\frac12", "(1,2)") parsed whole, as LaTeX inside $...$.
+
+    math-verify's plain-expression parser reads only a leading part of such text ("2x" -> 2, "1+2x" -> 1), which
+    would reward the truncated answer and reject the right one, so it is only a fallback, kept when what it
+    read is the whole text.
+    """
+    text = text.strip().rstrip(".").strip()
+    # "12 dollars", "3 hours": the number (LaTeX would read d*o*l*l*a*r*s)
+    unit = _NUMBER_THEN_WORDS.fullmatch(text)
+    if unit:
+        text = unit.group(1)
+    scientific = _SCIENTIFIC.fullmatch(text)
+    if scientific:
+        text = f"{scientific.group(1)} \\times 10^{{{int(scientific.group(2))}}}"
+    seconds = _signal_timeout(timeout)
+    parsed = parse(f"${text}$", extraction_config=_LATEX, parsing_timeout=seconds)
+    if parsed:
+        return parsed
+    parsed = parse(text, extraction_config=_EXPR, parsing_timeout=seconds)
+    whole = bool(parsed) and "".join(str(parsed[-1]).split()) == "".join(text.split())
+    return parsed if whole else []
 
 
 def _check_timeout(kwargs: dict[str, Any]) -> None:
@@ -84,16 +114,25 @@ def math_reward(
 def _math_score(completion: str, gold: str | None, timeout: int) -> float | None:
     if gold is None:
         return None
-    region = answer_region(completion)
-    boxed = last_boxed(region)
-    target = f"\\boxed{{{boxed}}}" if boxed is not None else region
     gold_parsed = _parse_gold(gold, timeout)
     if not gold_parsed:  # not math (e.g. a word): fall back to normalised text equality
         return float(normalize(final_answer(completion)) == normalize(gold))
-    pred = parse(target, extraction_config=_CONFIGS, parsing_timeout=_signal_timeout(timeout))
+    pred = _parse_prediction(answer_region(completion), timeout)
     if not pred:
         return 0.0
     return float(verify(gold_parsed, pred, timeout_seconds=_signal_timeout(timeout)))
+
+
+def _parse_prediction(region: str, timeout: int) -> list:
+    """The last \\boxed{}; else an "Answer: ..." line read whole like a gold; else math-verify's own search
+    (LaTeX, then the last plain expression)."""
+    seconds = _signal_timeout(timeout)
+    boxed = last_boxed(region)
+    if boxed is not None:
+        return parse(f"\\boxed{{{boxed}}}", extraction_config=_CONFIGS, parsing_timeout=seconds)
+    anchored = after_anchor(region)
+    parsed = _parse_gold(anchored, timeout) if anchored else []
+    return parsed or parse(region, extraction_config=_CONFIGS, parsing_timeout=seconds)
 
 
 def _check_tolerance(kwargs: dict[str, Any]) -> None:
