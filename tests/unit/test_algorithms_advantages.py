@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from r1lab.algorithms.advantages import ADVANTAGES, zero_std_fraction
+from r1lab.algorithms.advantages import ADVANTAGES
 from r1lab.errors import UserError
 
 NAN = float("nan")
@@ -82,14 +82,6 @@ def test_advantages_do_not_depend_on_row_order():
     perm = torch.tensor([6, 2, 0, 5, 1, 4, 3])
     for name in ADVANTAGES:
         torch.testing.assert_close(adv(name, REWARDS[perm], GROUPS[perm]), adv(name)[perm])
-
-
-def test_zero_std_fraction_counts_groups_without_signal():
-    rewards = torch.tensor([1.0, 0.0, 1.0, 2.0, 1.0, 1.0, NAN, NAN, NAN, 4.0, 4.0, NAN, 1.0, 2.0])
-    groups = torch.tensor([0, 0, 7, 7, 2, 2, 3, 3, 5, 5, 5, 6, 6, 6])
-    # 0: varies, 7: varies, 2: equal, 3: all NaN, 5: equal valid ones, 6: varies -> 3 of 6
-    assert zero_std_fraction(rewards, groups) == 0.5
-    assert zero_std_fraction(torch.zeros(0), torch.zeros(0, dtype=torch.long)) == 0.0
 
 
 def test_unknown_estimator_lists_the_known_ones():

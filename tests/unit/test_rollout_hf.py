@@ -66,7 +66,6 @@ def test_layout_shapes_masks_and_groups(model, tokenizer):
     assert torch.equal(r.completion_mask, (torch.arange(r.completion_ids.shape[1]) < lengths[:, None]).long())
     assert set(r.finish_reasons) <= {"stop", "length"}
     assert len(r.texts) == 12 and r.num_tokens == int(lengths.sum())
-    assert r.meta["tokens"] == r.num_tokens and r.meta["tokens_per_s"] > 0
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

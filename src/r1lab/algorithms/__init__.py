@@ -5,21 +5,15 @@ Each family is a registry (name -> function) so a recipe picks one by name from 
 (algorithm.kl_estimator).
 """
 
-from r1lab.algorithms.advantages import ADVANTAGES, zero_std_fraction
+from r1lab.algorithms.advantages import ADVANTAGES
 from r1lab.algorithms.kl import KL_ESTIMATORS, kl_penalty
 from r1lab.algorithms.linear_logprobs import linear_logprobs
-from r1lab.algorithms.logprobs import (
-    completion_logprobs,
-    concat_prompt_completion,
-    entropy_from_logits,
-    token_logprobs,
-)
+from r1lab.algorithms.logprobs import entropy_from_logits, token_logprobs
 from r1lab.algorithms.policy_losses import (
     POLICY_LOSSES,
     LossTotals,
     compute_policy_loss,
     mask_truncated_completions,
-    metric_means,
     sum_metrics,
 )
 
@@ -28,15 +22,11 @@ __all__ = [
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
     "LossTotals",
-    "completion_logprobs",
     "compute_policy_loss",
-    "concat_prompt_completion",
     "entropy_from_logits",
     "kl_penalty",
     "linear_logprobs",
     "mask_truncated_completions",
-    "metric_means",
     "sum_metrics",
     "token_logprobs",
-    "zero_std_fraction",
 ]

@@ -91,26 +91,3 @@ def batch_std(rewards: Tensor, group_ids: Tensor) -> Tensor:
     valid = s.rewards[s.valid]
     std = valid.std() if valid.numel() > 1 else valid.new_zeros(())
     return _finish((s.rewards - s.mean) / (std + GRPO_EPS), s, rewards)
-
-
-def zero_std_fraction(rewards: Tensor, group_ids: Tensor) -> float:
-    """Fraction of groups whose valid rewards are all equal (incl. groups with < 2 valid rewards).
-
-    Such groups give every completion advantage 0 and so no learning signal; log it to see when a task
-    is too easy or too hard for the policy.
-    """
-    _check(rewards, group_ids)
-    if rewards.numel() == 0:
-        return 0.0
-    _, inverse = torch.unique(group_ids, return_inverse=True)
-    n_groups = int(inverse.max()) + 1
-    valid = ~torch.isnan(rewards)
-    r = rewards.double()
-    # max == min over valid rewards; invalid ones are neutralised with +-inf so they never decide either side
-    hi = torch.full((n_groups,), -torch.inf, dtype=torch.float64, device=r.device)
-    lo = torch.full((n_groups,), torch.inf, dtype=torch.float64, device=r.device)
-    hi = hi.scatter_reduce(0, inverse, torch.where(valid, r, -torch.inf), "amax")
-    lo = lo.scatter_reduce(0, inverse, torch.where(valid, r, torch.inf), "amin")
-    count = torch.zeros(n_groups, device=r.device).index_add(0, inverse, valid.float())
-    flat = (count < 2) | (hi == lo)
-    return float(flat.float().mean())

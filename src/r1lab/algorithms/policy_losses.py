@@ -95,7 +95,7 @@ def compute_policy_loss(
     with A < 0), `clip_high` (ρ > 1+eps_high with A > 0) and `clip_region` (either; the tokens whose gradient
     the clip removes), `ratio` (ρ), `kl` (only when a reference is used), `entropy` (only when the per-token
     `entropy` [B, T] is passed; it is logged, not part of the loss). Add them up across micro-batches and ranks
-    with `sum_metrics`, then divide by tokens with `metric_means`.
+    with `sum_metrics`, then divide by `tokens` for per-token means.
     """
     aggregate = POLICY_LOSSES.get(name)
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
@@ -141,14 +141,6 @@ def sum_metrics(parts: Iterable[dict[str, Tensor]]) -> dict[str, Tensor]:
         for key, value in part.items():
             total[key] = total[key] + value if key in total else value.detach().clone()
     return total
-
-
-def metric_means(sums: dict[str, Tensor]) -> dict[str, float]:
-    """Per-token means of summed metrics (clip fractions, mean ratio, mean KL); `tokens` is kept as a count."""
-    tokens = float(sums["tokens"])
-    out = {key: float(value) / max(tokens, 1.0) for key, value in sums.items() if key != "tokens"}
-    out["tokens"] = tokens
-    return out
 
 
 def mask_truncated_completions(mask: Tensor, finish_reasons: list[str]) -> Tensor:

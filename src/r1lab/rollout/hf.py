@@ -7,14 +7,13 @@ mask, positions) so the remaining steps cost less; the loop ends when every row 
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import Tensor
 
-from r1lab.algorithms.logprobs import left_pad
 from r1lab.errors import UserError
-from r1lab.rollout.kv_cache import cache_kwarg, preallocated_cache
+from r1lab.models.kv_cache import cache_kwarg
+from r1lab.rollout.kv_cache import preallocated_cache
+from r1lab.rollout.padding import left_pad
 from r1lab.rollout.sampling import sample_next
 from r1lab.rollout.types import Rollouts, SamplingParams
 
@@ -54,7 +53,6 @@ class HFEngine:
         step = self.batch_size or max(len(prompt_ids), 1)
         was_training = self.model.training
         self.model.eval()
-        start = time.perf_counter()
         try:
             parts = []
             for first in range(0, len(prompt_ids), step):
@@ -71,14 +69,7 @@ class HFEngine:
         if not parts:
             empty = torch.zeros((0, 0), dtype=torch.long)
             return Rollouts([], [], empty, empty.clone(), empty.float(), [], [], self.pad_token_id)
-        out = Rollouts.concat(parts, index_offsets=range(0, len(prompt_ids), step))
-        seconds = time.perf_counter() - start
-        out.meta = {
-            "seconds": seconds,
-            "tokens": float(out.num_tokens),
-            "tokens_per_s": out.num_tokens / seconds,
-        }
-        return out
+        return Rollouts.concat(parts, index_offsets=range(0, len(prompt_ids), step))
 
     # ------------------------------------------------------------------------------------------ internals
 

@@ -7,9 +7,6 @@ the completion length (at 64 rows x 256 new tokens on SmolLM2 that is ~0.3 GB co
 
 from __future__ import annotations
 
-import inspect
-
-import torch
 from torch import Tensor
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -71,9 +68,3 @@ def preallocated_cache(config, capacity: int) -> DynamicCache:
         return cache
     cache.layers = [PreallocatedLayer(capacity) if type(x) is DynamicLayer else x for x in cache.layers]
     return cache
-
-
-def cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers renamed `past_key_values` to `cache`; the name the model's forward takes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"

@@ -7,14 +7,14 @@ Row layout: `generate(prompts, n, ...)` returns n rows per prompt, grouped and i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from r1lab.algorithms.logprobs import concat_prompt_completion
 from r1lab.config import RolloutConfig
+from r1lab.rollout.padding import concat_prompt_completion
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ class Rollouts:
     finish_reasons: list[str]  # "stop" (EOS or stop string) | "length" (max_new_tokens reached)
     texts: list[str]
     pad_token_id: int = 0
-    meta: dict[str, float] = field(default_factory=dict)  # engine timings, e.g. seconds, tokens_per_s
 
     def __len__(self) -> int:
         return len(self.prompt_index)
@@ -94,7 +93,6 @@ class Rollouts:
             finish_reasons=[self.finish_reasons[i] for i in indices],
             texts=[self.texts[i] for i in indices],
             pad_token_id=self.pad_token_id,
-            meta=dict(self.meta),
         )
 
     @staticmethod
@@ -110,12 +108,6 @@ class Rollouts:
         def widen(t: Tensor, value: float) -> Tensor:
             return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
 
-        meta: dict[str, float] = {}
-        for p in parts:
-            for k, v in p.meta.items():
-                meta[k] = meta.get(k, 0.0) + v
-        if meta.get("seconds"):
-            meta["tokens_per_s"] = meta.get("tokens", 0.0) / meta["seconds"]
         return Rollouts(
             prompt_index=[i + off for p, off in zip(parts, offsets, strict=True) for i in p.prompt_index],
             prompt_ids=[ids for p in parts for ids in p.prompt_ids],
@@ -125,7 +117,6 @@ class Rollouts:
             finish_reasons=[r for p in parts for r in p.finish_reasons],
             texts=[t for p in parts for t in p.texts],
             pad_token_id=pad,
-            meta=meta,
         )
 
 

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 
 from r1lab.algorithms.linear_logprobs import linear_logprobs
-from r1lab.algorithms.logprobs import entropy_from_logits, left_pad, token_logprobs
-from r1lab.rollout.kv_cache import cache_kwarg
+from r1lab.algorithms.logprobs import entropy_from_logits, token_logprobs
+from r1lab.models.kv_cache import cache_kwarg
+from r1lab.rollout.padding import left_pad
 from r1lab.rollout.types import Rollouts, training_rows
 
 

@@ -1,0 +1,1 @@
+"""Experiments: arms, seeds, sweeps over one recipe, stages shared by config hash, paired statistics."""
