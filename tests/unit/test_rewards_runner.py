@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from r1lab.config import RewardSpec
 from r1lab.errors import UserError
 from r1lab.rewards import RewardRunner
+from r1lab.rewards.worker import TIMEOUTS_IN_A_ROW
 
 USER = '''
 import os, sys, time
@@ -100,7 +103,7 @@ def test_none_counts_as_zero_but_all_none_is_nan(isolated: bool) -> None:
         batch = runner.score([r"\boxed{4}", "Answer: y", "?"], ["q"] * 3, columns)
     assert batch.per_function["math"] == [1.0, None, None]
     assert batch.total[:2].tolist() == [1.0, 1.0] and math.isnan(batch.total[2])
-    assert batch.accuracy[0] == 1.0 and math.isnan(batch.accuracy[1])
+    assert batch.accuracy.tolist() == [1.0, 0.0, 0.0]  # a None (no gold) is not correct, as in RL and eval
     assert batch.metrics()["reward/math/none_frac"] == pytest.approx(2 / 3)
 
 
@@ -118,7 +121,9 @@ def test_raising_and_wrong_type_give_the_failure_reward(user_file: Path, isolate
     assert errors[1] == "RuntimeError: bad sample"
     assert errors[2].startswith("TypeError: reward 'by_mode' returned a str") and "must return" in errors[2]
     assert "returned a list" in errors[3] and "nan" in errors[4] and errors[7].startswith("SystemExit")
-    assert batch.accuracy is None  # no correctness reward configured
+    # no correctness reward configured: the first reward is the accuracy one; a failed call is not correct
+    assert runner.accuracy_label == "by_mode"
+    assert batch.accuracy.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0]
 
 
 def test_timeouts_and_crashes_fail_one_sample_and_scoring_goes_on(user_file: Path) -> None:
@@ -196,3 +201,94 @@ def test_spawned_worker_reloads_the_functions(user_file: Path, monkeypatch) -> N
         batch = runner.score([r"\boxed{2}", "raise"], ["q", "q"], rows(["2", "3"]))
     assert batch.per_function == {"math": [1.0, 0.0], "by_mode": [9.0, 0.0]}
     assert batch.failures == {"math": 0, "by_mode": 1}
+
+
+def test_answer_found_comes_from_the_accuracy_reward(isolated: bool) -> None:
+    """Format validity is the accuracy reward's own `parses` check, not the tasks' answer-line rule."""
+    completions = [r"so \boxed{3}", "Answer: 3", "<answer>3</answer>", "it is 3", r"cut \boxed{3"]
+    specs = [RewardSpec(name="format"), RewardSpec(name="math")]
+    with RewardRunner(specs, isolated=isolated) as runner:
+        boxed = runner.score(completions, ["q"] * 5, rows(["3"] * 5))
+    assert runner.accuracy_label == "math"
+    assert boxed.answer_found == [True, True, True, False, False]
+    with RewardRunner([RewardSpec(name="arithmetic")], isolated=isolated) as runner:
+        lines = runner.score(completions, ["q"] * 5, rows(["3"] * 5))
+    assert lines.answer_found == [False, True, False, False, False]
+    with RewardRunner([RewardSpec(name="choice", kwargs={"options": "AB"})], isolated=isolated) as runner:
+        picked = runner.score(["Answer: (B)", "no idea"], ["q"] * 2, rows(["B", "A"]))
+    assert picked.answer_found == [True, False]
+
+
+def test_a_user_reward_reports_what_it_parsed(user_file: Path, isolated: bool) -> None:
+    user_file.write_text(
+        "def mine(completion, **_):\n    return float('ok' in completion)\n"
+        "mine.parses = lambda completion, **_: completion.startswith('ok')\n"
+        "def plain(completion, **_):\n    return 1.0\n"
+    )
+    with RewardRunner([RewardSpec(name=f"{user_file}:mine")], isolated=isolated) as runner:
+        batch = runner.score(["ok", "not ok", "x"], ["q"] * 3, [{}] * 3)
+    assert batch.answer_found == [True, False, False] and batch.accuracy.tolist() == [1.0, 1.0, 0.0]
+    with RewardRunner([RewardSpec(name=f"{user_file}:plain")], isolated=isolated) as runner:
+        assert runner.score(["x"], ["q"], [{}]).answer_found is None  # unknown, not guessed
+
+
+def test_accuracy_reward_is_one_rule() -> None:
+    """The first reward marked as a correctness check, else the first reward (RL and eval both use it)."""
+    from r1lab.rewards import load_reward
+    from r1lab.rewards.runner import accuracy_index
+
+    fmt, math_, exact = (load_reward(RewardSpec(name=n)) for n in ("format", "math", "exact"))
+    assert accuracy_index([fmt, math_, exact]) == 1
+    assert accuracy_index([fmt]) == 0
+    assert accuracy_index([]) is None
+
+
+FAILING = """
+import time
+
+def boom(completion, *, prompt, **_):
+    raise ValueError(f"cannot read {completion!r}")
+
+def hang(completion, **_):
+    time.sleep(60)
+"""
+
+
+def test_failures_are_printed_once_written_with_inputs_and_counted(
+    tmp_path: Path, isolated: bool, capsys
+) -> None:
+    (tmp_path / "failing.py").write_text(FAILING)
+    errors = tmp_path / "run" / "reward_errors.jsonl"
+    specs = [RewardSpec(name=f"{tmp_path / 'failing.py'}:boom"), RewardSpec(name="format")]
+    with RewardRunner(specs, isolated=isolated, errors_path=errors) as runner:
+        for batch_number in range(2):
+            batch = runner.score(["a", "b"], ["p1", "p2"], rows([str(batch_number)] * 2))
+            assert batch.failures == {"boom": 2, "format": 0}
+    printed = capsys.readouterr().err
+    assert printed.count("reward 'boom' failed") == 1  # the first failure only, with its exception text
+    assert "ValueError: cannot read 'a'" in printed and "cannot read 'b'" not in printed
+    assert "'boom' 4 failed calls" in " ".join(printed.split())  # the total when the runner closes
+    records = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert [(r["batch"], r["index"], r["completion"], r["prompt"]) for r in records] == [
+        (1, 0, "a", "p1"), (1, 1, "b", "p2"), (2, 0, "a", "p1"), (2, 1, "b", "p2")
+    ]  # fmt: skip
+    assert records[2]["columns"]["answer"] == "1" and records[3]["error"] == "ValueError: cannot read 'b'"
+    assert all(r["reward"] == "boom" for r in records)
+
+
+def test_a_function_that_always_hangs_fails_fast_after_a_few_timeouts(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(FAILING)
+    specs = [RewardSpec(name=f"{tmp_path / 'failing.py'}:hang", timeout=0.3), RewardSpec(name="format")]
+    with RewardRunner(specs) as runner:
+        for _ in range(2):  # every batch tries again, and pays for at most TIMEOUTS_IN_A_ROW timeouts
+            started = time.perf_counter()
+            batch = runner.score(["x"] * 20, ["q"] * 20, [{}] * 20)
+            elapsed = time.perf_counter() - started
+            assert batch.failures == {"hang": 20, "format": 0} and batch.per_function["format"] == [0.0] * 20
+            messages = [e["error"] for e in sorted(batch.errors, key=lambda e: e["index"])]
+            assert all(
+                m.startswith("TimeoutError: no result after 0.3s") for m in messages[:TIMEOUTS_IN_A_ROW]
+            )
+            assert all("not run: 3 calls of this function in a row timed out" in m for m in messages[3:])
+            assert elapsed < 20 * 0.3  # 20 calls each waiting out the timeout would take 6 s
+    assert runner.worker.skipped == 2 * (20 - TIMEOUTS_IN_A_ROW)

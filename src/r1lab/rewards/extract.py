@@ -44,6 +44,17 @@ def after_anchor(text: str) -> str | None:
     return rest.splitlines()[0].strip() if rest else None
 
 
+def stated_answer(completion: str) -> str | None:
+    """The answer the completion states explicitly: the <answer> block's \\boxed{} or "Answer:" line, else the
+    block itself; without a block, the last \\boxed{} or "Answer:" line. None when it states none (a format
+    error for the rewards that read answers this way)."""
+    region = answer_region(completion)
+    for found in (last_boxed(region), after_anchor(region)):
+        if found:
+            return found
+    return region.strip() or None if _ANSWER_TAG.search(completion) else None
+
+
 def final_answer(completion: str) -> str:
     """The answer string: <answer> block, then \\boxed{}, then the "Answer:" line, else the last line."""
     region = answer_region(completion)

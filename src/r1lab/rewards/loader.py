@@ -37,10 +37,18 @@ class LoadedReward:
     columns: set[str] = field(default_factory=set)  # dataset columns it needs
     correctness: bool = False
     batched: bool = False
+    parses: Callable[..., Any] | None = None  # whether a completion gives an answer it can read (per sample)
+    is_parse_check: bool = False  # this is another reward's `parses` check (see parse_check)
 
     def __call__(self, completion: Any, **columns: Any) -> Any:
         columns.update(self.spec.kwargs)
         return self.fn(completion, **columns)
+
+    def parse_check(self) -> LoadedReward | None:
+        """The `parses` check as a reward of its own (same kwargs, timeout), so the worker can run it."""
+        if self.parses is None:
+            return None
+        return LoadedReward(spec=self.spec, fn=self.parses, label=f"{self.label}/parses", is_parse_check=True)
 
 
 def load_reward(spec: RewardSpec) -> LoadedReward:
@@ -73,7 +81,19 @@ def load_reward(spec: RewardSpec) -> LoadedReward:
         columns=_required_columns(fn, spec.kwargs),
         correctness=bool(getattr(fn, "correctness", False)) or fn.__module__ == "r1lab.rewards.tasks",
         batched=bool(getattr(fn, "batched", False)),
+        parses=_parses(fn, name),
     )
+
+
+def _parses(fn: Callable[..., Any], name: str) -> Callable[..., Any] | None:
+    check = getattr(fn, "parses", None)
+    if check is not None and not callable(check):
+        raise UserError(
+            f"reward {name!r}: its `parses` attribute is a {type(check).__name__}, not a function",
+            where=name,
+            fix="set fn.parses = a function (completion, *, prompt, **columns) -> bool, or leave it out",
+        )
+    return check
 
 
 def _import_function(name: str) -> Any:

@@ -19,6 +19,7 @@ from r1lab.rewards.extract import (
     last_number,
     normalize,
     parse_number,
+    stated_answer,
 )
 from r1lab.rewards.registry import answer_column, reward
 
@@ -95,7 +96,19 @@ def _check_timeout(kwargs: dict[str, Any]) -> None:
         )
 
 
-@reward("math", columns=answer_column, correctness=True, check=_check_timeout)
+def states_answer(completion: str, **_: Any) -> bool:
+    """Whether the completion states an answer: a \\boxed{}, an "Answer:" line or an <answer> block."""
+    return stated_answer(completion) is not None
+
+
+def _has_number(completion: str, **_: Any) -> bool:
+    return (
+        parse_number(final_answer(completion)) is not None
+        or last_number(answer_region(completion)) is not None
+    )
+
+
+@reward("math", columns=answer_column, correctness=True, check=_check_timeout, parses=states_answer)
 def math_reward(
     completion: str, *, answer_key: str = "answer", timeout: int = 3, **columns: Any
 ) -> float | None:
@@ -146,7 +159,7 @@ def _check_tolerance(kwargs: dict[str, Any]) -> None:
             )
 
 
-@reward("numeric", columns=answer_column, correctness=True, check=_check_tolerance)
+@reward("numeric", columns=answer_column, correctness=True, check=_check_tolerance, parses=_has_number)
 def numeric_reward(
     completion: str, *, answer_key: str = "answer", tol: float = 1e-6, rel_tol: float = 0.0, **columns: Any
 ) -> float | None:

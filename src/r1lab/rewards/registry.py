@@ -25,20 +25,25 @@ def reward(
     columns: Columns = (),
     correctness: bool = False,
     check: Callable[[dict[str, Any]], None] | None = None,
+    parses: RewardFn | None = None,
 ) -> Callable[[RewardFn], RewardFn]:
     """Register a reward function under `name`.
 
     columns: dataset columns the function reads, or a function of the spec kwargs giving them
         (e.g. `lambda kw: [kw.get("answer_key", "answer")]`).
     correctness: the function scores right/wrong; the first such reward in a run is logged as accuracy
-        (a value >= 1 counts as correct).
+        (a value >= 1 counts as correct; see `rewards.runner.accuracy_index`).
     check: called with the spec kwargs when the reward is loaded; raises UserError on a bad value.
+    parses: fn(completion, *, prompt, **columns) -> bool, called like the reward: whether the completion gives
+        an answer this reward can read. Eval's format-error rate is 1 - its mean for the accuracy reward.
+        A user function sets the same attribute: `my_reward.parses = my_check`.
     """
 
     def add(fn: RewardFn) -> RewardFn:
         fn.required_columns = columns  # type: ignore[attr-defined]
         fn.correctness = correctness  # type: ignore[attr-defined]
         fn.check_kwargs = check  # type: ignore[attr-defined]
+        fn.parses = parses  # type: ignore[attr-defined]
         return REWARDS.register(name)(fn)
 
     return add

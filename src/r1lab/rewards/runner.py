@@ -6,12 +6,14 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from r1lab.config import RewardSpec
 from r1lab.errors import UserError
+from r1lab.rewards.failures import FailureLog
 from r1lab.rewards.loader import ALWAYS_SUPPLIED, LoadedReward, load_reward, missing_columns
 from r1lab.rewards.worker import Batch, Call, Result, Worker, evaluate
 
@@ -25,8 +27,9 @@ class RewardBatch:
     per_function: label -> value per sample (None: not applicable; a failed call holds its failure_reward).
     failures: label -> number of failed calls (raised, timed out, wrong type).
     errors: one dict per failed call: {"index": sample, "reward": label, "error": message}.
-    accuracy: 1/0 per sample from the correctness reward (value >= 1 is correct), NaN where it returned None;
-        None when no reward measures correctness.
+    accuracy: 1/0 per sample from the accuracy reward (`accuracy_index`; `is_correct` of its value).
+    answer_found: per sample, whether the accuracy reward could read an answer (its `parses` check; None
+        where the check failed); None when that reward has no such check.
     """
 
     total: torch.Tensor
@@ -34,6 +37,7 @@ class RewardBatch:
     failures: dict[str, int]
     errors: list[dict[str, Any]] = field(default_factory=list)
     accuracy: torch.Tensor | None = None
+    answer_found: list[bool | None] | None = None
 
     def metrics(self) -> dict[str, float]:
         """Scalars for metrics.jsonl: means over the samples where each value applies."""
@@ -47,6 +51,19 @@ class RewardBatch:
         return out
 
 
+def accuracy_index(rewards: Sequence[LoadedReward]) -> int | None:
+    """The one rule for which reward is reported as accuracy (RL metrics, eval): the first reward marked as a
+    correctness check (built-in `math`, `exact`, the tasks' rewards; a user function with `fn.correctness =
+    True`), else the first reward. None only when there are no rewards."""
+    marked = [i for i, r in enumerate(rewards) if r.correctness]
+    return marked[0] if marked else (0 if rewards else None)
+
+
+def is_correct(value: float | None) -> bool:
+    """A sample is correct when the accuracy reward gives it >= 1; None (not applicable) is not correct."""
+    return value is not None and value >= 1.0
+
+
 def _nanmean(values: Sequence[float]) -> float:
     kept = [v for v in values if not math.isnan(v)]
     return sum(kept) / len(kept) if kept else math.nan
@@ -57,18 +74,27 @@ class RewardRunner:
 
     isolated=True (default) runs the functions in a worker process, so each call is held to its spec's timeout;
     isolated=False calls them in this process (no timeout; handy for a debugger).
+    errors_path: where every failed call is written with its inputs (JSON lines, appended); the first failure
+    of each function is printed either way, and the totals when the runner closes.
     Use it as a context manager, or call close(), to stop the worker.
     """
 
-    def __init__(self, specs: Sequence[RewardSpec], *, isolated: bool = True) -> None:
+    def __init__(
+        self, specs: Sequence[RewardSpec], *, isolated: bool = True, errors_path: Path | str | None = None
+    ) -> None:
         if not specs:
             raise UserError(
                 "no reward functions configured", where="rewards", fix="e.g. rewards: [{name: math}]"
             )
         self.rewards: list[LoadedReward] = [load_reward(s) for s in specs]
         self.labels = _unique([r.label for r in self.rewards])
-        self.accuracy_index = next((i for i, r in enumerate(self.rewards) if r.correctness), None)
-        self.worker = Worker(self.rewards) if isolated else None
+        self.accuracy_index = accuracy_index(self.rewards)
+        self.accuracy_label = None if self.accuracy_index is None else self.labels[self.accuracy_index]
+        # the accuracy reward's `parses` check runs as one more function, after the rewards
+        check = self.rewards[self.accuracy_index].parse_check() if self.accuracy_index is not None else None
+        self.functions = self.rewards + ([check] if check is not None else [])
+        self.failure_log = FailureLog(errors_path)
+        self.worker = Worker(self.functions) if isolated else None
         if self.worker is not None:
             # Fork now, typically before the model is loaded: a small parent forks faster and holds no CUDA state.
             self.worker.start()
@@ -99,23 +125,25 @@ class RewardRunner:
         if n:
             self._check(set.intersection(*(set(c) for c in columns)), "the columns passed to score()")
         calls: list[Call] = [
-            (r, i) for r, reward in enumerate(self.rewards) for i in ([-1] if reward.batched else range(n))
+            (r, i) for r, reward in enumerate(self.functions) for i in ([-1] if reward.batched else range(n))
         ]
         batch: Batch = (completions, prompts, columns)
         if self.worker is not None:
             results = self.worker.run(batch, calls)
         else:
-            results = [evaluate(self.rewards[c[0]], c, batch) for c in calls]
-        return self._assemble(results, n)
+            results = [evaluate(self.functions[c[0]], c, batch) for c in calls]
+        scored = self._assemble(results, n)
+        self.failure_log.record(scored.errors, completions, prompts, columns)
+        return scored
 
     def _assemble(self, results: list[Result], n: int) -> RewardBatch:
-        values: list[list[float | None]] = [[None] * n for _ in self.rewards]
-        failed: list[list[str | None]] = [[None] * n for _ in self.rewards]
+        values: list[list[float | None]] = [[None] * n for _ in self.functions]
+        failed: list[list[str | None]] = [[None] * n for _ in self.functions]
         for r, i, status, payload in results:
             if status == "badlen":
                 raise UserError(
                     payload,
-                    where=f"rewards[{r}] (name={self.rewards[r].spec.name!r})",
+                    where=f"rewards[{r}] (name={self.functions[r].spec.name!r})",
                     fix="return exactly one value per completion",
                 )
             rows = range(n) if i < 0 else [i]
@@ -139,15 +167,22 @@ class RewardRunner:
             applies |= ~given.isnan()
             total += reward.spec.weight * given.nan_to_num(0.0)
         total[~applies] = math.nan
-        accuracy = None
+        accuracy = found = None
         if self.accuracy_index is not None:
             raw = values[self.accuracy_index]
-            accuracy = torch.tensor([math.nan if v is None else float(v >= 1.0) for v in raw])
-        return RewardBatch(total, per_function, failures, errors, accuracy)
+            accuracy = torch.tensor([float(is_correct(v)) for v in raw])
+        if len(self.functions) > len(self.rewards):  # the parse check: a failed one says nothing
+            label = self.labels[self.accuracy_index]  # type: ignore[index]
+            found = [None if e is not None else bool(v) for v, e in zip(values[-1], failed[-1], strict=True)]
+            errors += [
+                {"index": i, "reward": f"{label}/parses", "error": e} for i, e in enumerate(failed[-1]) if e
+            ]
+        return RewardBatch(total, per_function, failures, errors, accuracy, found)
 
     def close(self) -> None:
         if self.worker is not None:
             self.worker.close()
+        self.failure_log.summary()
 
     def __enter__(self) -> RewardRunner:
         return self

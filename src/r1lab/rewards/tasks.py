@@ -27,7 +27,12 @@ def _ints(value: Any) -> list[int]:
     return [int(v) for v in _INT.findall(str(value))]
 
 
-@reward("arithmetic", columns=("answer",), correctness=True)
+def has_answer(completion: str, **_: Any) -> bool:
+    """Whether the completion has an `Answer:` line for the task rewards to read."""
+    return extract_answer(completion) is not None
+
+
+@reward("arithmetic", columns=("answer",), correctness=True, parses=has_answer)
 def arithmetic_reward(completion: str, *, answer: Any, **_: Any) -> float:
     """1.0 if the answer line holds the gold integer (thousands separators and spaces ignored), else 0.0."""
     found = extract_answer(completion)
@@ -68,7 +73,7 @@ def evaluate_expression(expression: str) -> tuple[Fraction, list[int]] | None:
         return None
 
 
-@reward("countdown", columns=("numbers", "target"), correctness=True)
+@reward("countdown", columns=("numbers", "target"), correctness=True, parses=has_answer)
 def countdown_reward(completion: str, *, numbers: Any, target: Any, **_: Any) -> float:
     """1.0 if the answer is an expression that uses only the given numbers, each at most once, and equals
     the target; "expr = target" is accepted. 0.0 otherwise."""
@@ -84,7 +89,7 @@ def countdown_reward(completion: str, *, numbers: Any, target: Any, **_: Any) ->
     return float(total == int(target))
 
 
-@reward("ordering", columns=("answer",), correctness=True)
+@reward("ordering", columns=("answer",), correctness=True, parses=has_answer)
 def ordering_reward(completion: str, *, answer: Any, **_: Any) -> float:
     """Partial credit: the fraction of positions holding the gold number (1.0 = sorted); extra numbers count
     as wrong positions, so listing more than asked never helps."""

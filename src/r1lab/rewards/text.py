@@ -8,7 +8,14 @@ from functools import lru_cache
 from typing import Any
 
 from r1lab.errors import UserError
-from r1lab.rewards.extract import answer_region, final_answer, last_boxed, normalize, parse_number
+from r1lab.rewards.extract import (
+    answer_region,
+    final_answer,
+    last_boxed,
+    normalize,
+    parse_number,
+    stated_answer,
+)
 from r1lab.rewards.registry import answer_column, reward
 
 THINK_ANSWER = r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*"
@@ -21,7 +28,11 @@ def _golds(gold: Any) -> list[str]:
     return [str(g) for g in gold] if isinstance(gold, list | tuple) else [str(gold)]
 
 
-@reward("exact", columns=answer_column, correctness=True)
+def _states_answer(completion: str, **_: Any) -> bool:
+    return stated_answer(completion) is not None
+
+
+@reward("exact", columns=answer_column, correctness=True, parses=_states_answer)
 def exact_reward(
     completion: str, *, answer_key: str = "answer", case_sensitive: bool = False, **columns: Any
 ) -> float | None:
@@ -72,7 +83,11 @@ def extract_choice(completion: str, options: str = "ABCDE") -> str | None:
     return None
 
 
-@reward("choice", columns=answer_column, correctness=True, check=_check_options)
+def _picks_option(completion: str, *, options: str = "ABCDE", **_: Any) -> bool:
+    return extract_choice(completion, options) is not None
+
+
+@reward("choice", columns=answer_column, correctness=True, check=_check_options, parses=_picks_option)
 def choice_reward(
     completion: str, *, answer_key: str = "answer", options: str = "ABCDE", **columns: Any
 ) -> float | None:
@@ -91,7 +106,13 @@ def choice_reward(
     return float(extract_choice(completion, options) == gold_letter)
 
 
-@reward("classification", columns=answer_column, correctness=True)
+def _names_class(completion: str, *, require_tags: bool = False, **_: Any) -> bool:
+    if require_tags and "<answer>" not in completion.lower():
+        return False
+    return bool(answer_region(completion).strip())
+
+
+@reward("classification", columns=answer_column, correctness=True, parses=_names_class)
 def classification_reward(
     completion: str, *, answer_key: str = "answer", require_tags: bool = False, **columns: Any
 ) -> float | None:

@@ -74,6 +74,7 @@ def _checked(label: str, value: Any) -> tuple[str, Any]:
 
 
 FLUSH_SECONDS = 0.002  # the worker sends its answers in chunks covering about this much work
+TIMEOUTS_IN_A_ROW = 3  # then the function's remaining calls in the batch fail without running
 
 
 def _die_with_parent() -> None:
@@ -86,12 +87,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _serve(conn: Any, started: Any, specs: list[RewardSpec], rewards: list[LoadedReward] | None) -> None:
+def _reload(spec: RewardSpec, is_parse_check: bool) -> LoadedReward:
+    loaded = load_reward(spec)
+    check = loaded.parse_check() if is_parse_check else loaded
+    assert check is not None
+    return check
+
+
+def _serve(
+    conn: Any, started: Any, specs: list[tuple[RewardSpec, bool]], rewards: list[LoadedReward] | None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
     if rewards is None:  # spawned, not forked: load the functions again here
         try:
-            rewards = [load_reward(s) for s in specs]
+            rewards = [_reload(*s) for s in specs]
         except BaseException as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
             return
@@ -128,12 +138,14 @@ class Worker:
         self.conn: Any = None
         self.started: Any = None
         self.restarts = 0
+        self.skipped = 0  # calls failed without running (see _skip_timing_out)
 
     def start(self) -> None:
         parent, child = self.ctx.Pipe()
         self.started = self.ctx.RawValue("q", -1)
         forked = self.ctx.get_start_method() == "fork"
-        args = (child, self.started, [r.spec for r in self.rewards], self.rewards if forked else None)
+        specs = [(r.spec, r.is_parse_check) for r in self.rewards]
+        args = (child, self.started, specs, self.rewards if forked else None)
         self.process = self.ctx.Process(target=_serve, args=args, daemon=True, name="r1lab-rewards")
         self.process.start()
         child.close()
@@ -155,11 +167,32 @@ class Worker:
                     self.start()
                 self.started.value = -1
                 self.conn.send((batch, pending))
-                pending = self._collect(pending, results)
+                pending = self._skip_timing_out(self._collect(pending, results), results)
         except BaseException:
             self.kill()  # mid-batch, its queued answers would be read as the next batch's
             raise
         return results
+
+    def _skip_timing_out(self, pending: list[Call], results: list[Result]) -> list[Call]:
+        """After TIMEOUTS_IN_A_ROW calls of one function in a row timed out, its other calls in this batch fail
+        at once instead of each waiting out the timeout (a function that always hangs costs that many timeouts
+        per batch, not one per sample). The next batch tries it again."""
+        if not results or not str(results[-1][3]).startswith("TimeoutError"):
+            return pending
+        r = results[-1][0]
+        own = [res for res in results if res[0] == r]
+        if len(own) < TIMEOUTS_IN_A_ROW or not all(
+            res[2] == "fail" and str(res[3]).startswith("TimeoutError") for res in own[-TIMEOUTS_IN_A_ROW:]
+        ):
+            return pending
+        timeout = self.rewards[r].spec.timeout
+        message = (
+            f"TimeoutError: not run: {TIMEOUTS_IN_A_ROW} calls of this function in a row timed out "
+            f"(after {timeout:g}s each) in this batch"
+        )
+        self.skipped += sum(c[0] == r for c in pending)
+        results.extend((c[0], c[1], "fail", message) for c in pending if c[0] == r)
+        return [c for c in pending if c[0] != r]
 
     def _collect(self, pending: list[Call], results: list[Result]) -> list[Call]:
         """Read answers for `pending` into `results`; return the calls still to run (after a late or dead one).
