@@ -65,7 +65,7 @@ def run_r1lab(
             "data": {"path": str(data), "format": "prompt", "shuffle": False, "max_length": 4096},
             "rewards": [{"name": name} for name in REWARD_NAMES] + [{"name": f"{__file__}:digit_share"}],
             "rollout": {"n": args.G, "max_new_tokens": args.max_new_tokens, "temperature": 1.0},
-            "algorithm": {"advantage": "grpo", "policy_loss": "dapo", "beta": 0.0, "mu": 1},
+            "algorithm": {"advantage": "grpo", "loss_agg": "token_mean", "beta": 0.0, "mu": 1},
             "prompts_per_step": args.prompts,
             "optim": {"lr": args.lr, "scheduler": "constant", "max_grad_norm": 1.0},
             "train": {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from r1lab.errors import UserError
 
@@ -104,6 +104,11 @@ class SFTConfig(Strict):
     packing: bool = False  # padding-free: several examples per row, block-diagonal attention
     loss: str = "nll"  # name in r1lab.algorithms.sft_losses
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, data: Any) -> Any:
+        return stage_defaults(cls, data)
+
 
 class RolloutConfig(Strict):
     engine: Literal["hf", "vllm"] = "hf"
@@ -128,15 +133,31 @@ class RewardSpec(Strict):
 
 class AlgorithmConfig(Strict):
     advantage: str = "grpo"  # name in r1lab.algorithms.advantages
-    policy_loss: str = "grpo"  # name in r1lab.algorithms.policy_losses
+    policy_loss: str = "ppo_clip"  # objective: name in r1lab.algorithms.policy_losses.POLICY_LOSSES
+    # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm (r1lab.algorithms.policy_losses.LOSS_AGGS)
+    loss_agg: str = "seq_mean_token_mean"
     eps_low: float = Field(0.2, ge=0)
     eps_high: float = Field(0.2, ge=0)
     beta: float = Field(0.0, ge=0)  # KL weight to the reference; 0: no reference model
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_estimator: str = "k3"  # name in r1lab.algorithms.kl.KL_ESTIMATORS
     mu: int = Field(1, gt=0)  # updates per generation batch
     mask_truncated: bool = False  # no loss on completions cut at max_new_tokens
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal, refill from next prompts
     max_refills: int = Field(4, ge=0)  # extra generation rounds allowed per step for dynamic sampling
+
+    @field_validator("policy_loss")
+    @classmethod
+    def _old_loss_name(cls, name: str) -> str:
+        if name in OLD_LOSS_NAMES:  # before the objective / aggregation split these named the aggregation
+            raise ValueError(
+                f"{name!r} is no longer a policy loss: the objective and its aggregation are two keys now; "
+                f"write `policy_loss: ppo_clip` and `loss_agg: {OLD_LOSS_NAMES[name]}` (the same loss)"
+            )
+        return name
+
+
+# policy_loss names of the aggregation before it became algorithm.loss_agg (objective ppo_clip)
+OLD_LOSS_NAMES = {"grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm", "dapo": "token_mean"}
 
 
 class RLConfig(Strict):
@@ -151,6 +172,36 @@ class RLConfig(Strict):
     prompts_per_step: int = Field(8, gt=0)  # prompts per generation step, across all processes
     samples_every: int = Field(10, gt=0)  # write sample completions to samples.jsonl every N steps
     max_bad_steps: int = Field(3, gt=0)  # stop after this many NaN/inf steps in a row
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, data: Any) -> Any:
+        return stage_defaults(cls, data)
+
+    @field_validator("rollout")
+    @classmethod
+    def _no_vllm_yet(cls, rollout: RolloutConfig) -> RolloutConfig:
+        # vLLM holds its own copy of the weights; until the engine syncs them after every update (tracked in
+        # the engine issue) a vLLM run would train on samples of the initial policy: refuse it
+        if rollout.engine == "vllm":
+            raise ValueError(
+                "rollout.engine 'vllm' is not supported yet (its weight sync after each update is not wired, "
+                "so training would sample from the initial policy; tracked in the engine issue): "
+                "set rollout.engine: hf"
+            )
+        return rollout
+
+
+def stage_defaults(cls: type[BaseModel], data: Any) -> Any:
+    """A partial section keeps the stage kind's own defaults for the keys it leaves out: RL's `optim: {lr: X}`
+    stays on RL's constant schedule instead of falling back to OptimConfig's generic cosine."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, field in cls.model_fields.items():
+        if isinstance(field.default, BaseModel) and isinstance(out.get(name), dict):
+            out[name] = {**field.default.model_dump(exclude_unset=True), **out[name]}
+    return out
 
 
 class EvalConfig(Strict):
@@ -198,6 +249,8 @@ class RecipeConfig(Strict):
     # run on the base model and after every stage; validated as EvalConfig once the task's files are filled in
     eval: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = Field(min_length=1)  # each: {name, kind: sft|rl, ...that stage's config}
+    # arms (paths through the stages), baseline, seeds, sweeps; validated by r1lab.experiments.spec
+    experiment: dict[str, Any] | None = None
 
 
 STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig}

@@ -9,6 +9,7 @@ import torch
 
 from r1lab.algorithms.logprobs import token_logprobs
 from r1lab.algorithms.policy_losses import (
+    LOSS_AGGS,
     POLICY_LOSSES,
     LossTotals,
     compute_policy_loss,
@@ -17,7 +18,7 @@ from r1lab.algorithms.policy_losses import (
 )
 from r1lab.errors import UserError
 
-NAMES = ["grpo", "dr_grpo", "dapo"]
+NAMES = ["seq_mean_token_mean", "seq_mean_token_sum_norm", "token_mean"]
 EPS_LOW, EPS_HIGH = 0.2, 0.28
 # row 0, A = +1: ρ 1.5 (clipped high to 1.28), 0.5 (not clipped: min picks ρA), 1.0
 # row 1, A = -2: ρ 1.1 (inside), 0.7 (clipped low to 0.8), 2.0 (masked out)
@@ -25,14 +26,26 @@ RATIOS = torch.tensor([[1.5, 0.5, 1.0], [1.1, 0.7, 2.0]])
 ADV = torch.tensor([1.0, -2.0])
 MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
 # masked per-token losses: row 0: -1.28, -0.5, -1.0 (Σ -2.78, 3 tokens); row 1: 2.2, 1.6 (Σ 3.8, 2 tokens)
-EXPECTED = {"dapo": 1.02 / 5, "grpo": (-2.78 / 3 + 3.8 / 2) / 2, "dr_grpo": 1.02 / (2 * 4)}
+EXPECTED = {
+    "token_mean": 1.02 / 5,
+    "seq_mean_token_mean": (-2.78 / 3 + 3.8 / 2) / 2,
+    "seq_mean_token_sum_norm": 1.02 / (2 * 4),
+}
 TOTALS = LossTotals(tokens=5, sequences=2, max_completion_length=4)
 
 
 def loss_of(name: str, logp: torch.Tensor, **kw) -> tuple[torch.Tensor, dict]:
     kw.setdefault("totals", TOTALS)
     return compute_policy_loss(
-        name, logp, torch.zeros(2, 3), ADV, MASK, eps_low=EPS_LOW, eps_high=EPS_HIGH, **kw
+        "ppo_clip",
+        logp,
+        torch.zeros(2, 3),
+        ADV,
+        MASK,
+        loss_agg=name,
+        eps_low=EPS_LOW,
+        eps_high=EPS_HIGH,
+        **kw,
     )
 
 
@@ -43,7 +56,7 @@ def test_loss_hand_computed(name):
 
 
 def test_metrics_are_token_sums_with_a_count():
-    _, m = loss_of("dapo", RATIOS.log())
+    _, m = loss_of("token_mean", RATIOS.log())
     assert {k: round(float(v), 5) for k, v in m.items()} == {
         "clip_low": 1.0,
         "clip_high": 1.0,
@@ -64,7 +77,7 @@ def test_kl_term_adds_beta_times_k3(name):
     logp = RATIOS.log()
     loss, m = loss_of(name, logp, ref_logp=logp + math.log(2), beta=0.1)
     # a constant per-token term averages to itself under grpo / dapo; dr_grpo divides by S x Lmax instead
-    scale = 5 / 8 if name == "dr_grpo" else 1.0
+    scale = 5 / 8 if name == "seq_mean_token_sum_norm" else 1.0
     torch.testing.assert_close(loss, torch.tensor(EXPECTED[name] + 0.1 * k3 * scale))
     assert float(m["kl"]) == pytest.approx(5 * k3)
     loss0, m0 = loss_of(name, logp, ref_logp=logp + math.log(2), beta=0.0)
@@ -73,28 +86,40 @@ def test_kl_term_adds_beta_times_k3(name):
 
 
 # with ρ = 1 the loss is -Σ A m / normaliser: row 0 has 3 tokens of +1, row 1 two tokens of -2
-EXPECTED_AT_RATIO_ONE = {"dapo": (-3 + 4) / 5, "grpo": (-1 + 2) / 2, "dr_grpo": (-3 + 4) / 8}
+EXPECTED_AT_RATIO_ONE = {
+    "token_mean": (-3 + 4) / 5,
+    "seq_mean_token_mean": (-1 + 2) / 2,
+    "seq_mean_token_sum_norm": (-3 + 4) / 8,
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_gradient_is_minus_advantage_grad_logp_when_ratio_is_one(name):
     logp = torch.randn(2, 3, requires_grad=True)
     loss, _ = compute_policy_loss(
-        name, logp, logp.detach(), ADV, MASK, eps_low=EPS_LOW, eps_high=EPS_HIGH, totals=TOTALS
+        "ppo_clip",
+        logp,
+        logp.detach(),
+        ADV,
+        MASK,
+        loss_agg=name,
+        eps_low=EPS_LOW,
+        eps_high=EPS_HIGH,
+        totals=TOTALS,
     )
     loss.backward()
     assert loss.item() == pytest.approx(EXPECTED_AT_RATIO_ONE[name])
     denom = {
-        "dapo": torch.full((2, 1), 5.0),
-        "grpo": torch.tensor([[3.0], [2.0]]) * 2,  # tokens of the sequence x sequences
-        "dr_grpo": torch.full((2, 1), 8.0),
+        "token_mean": torch.full((2, 1), 5.0),
+        "seq_mean_token_mean": torch.tensor([[3.0], [2.0]]) * 2,  # tokens of the sequence x sequences
+        "seq_mean_token_sum_norm": torch.full((2, 1), 8.0),
     }[name]
     torch.testing.assert_close(logp.grad, -ADV[:, None] * MASK / denom)
 
 
 def test_clipped_tokens_get_no_gradient():
     logp = RATIOS.log().requires_grad_()
-    loss_of("dapo", logp)[0].backward()
+    loss_of("token_mean", logp)[0].backward()
     # unclipped tokens: d(-ρA)/dlogp = -ρA; clipped (0,0) and (1,1) and masked (1,2): 0
     expected = torch.tensor([[0.0, -0.5, -1.0], [2.2, 0.0, 0.0]]) / 5
     torch.testing.assert_close(logp.grad, expected)
@@ -104,11 +129,12 @@ def test_clipped_tokens_get_no_gradient():
 def test_per_token_advantages_match_broadcast(name):
     a, _ = loss_of(name, RATIOS.log())
     b, _ = compute_policy_loss(
-        name,
+        "ppo_clip",
         RATIOS.log(),
         torch.zeros(2, 3),
         ADV[:, None].expand(2, 3),
         MASK,
+        loss_agg=name,
         eps_low=EPS_LOW,
         eps_high=EPS_HIGH,
         totals=TOTALS,
@@ -137,11 +163,12 @@ def test_micro_batch_losses_and_grads_sum_to_the_full_batch(name, beta):
 
     def run(rows: slice) -> torch.Tensor:
         return compute_policy_loss(
-            name,
+            "ppo_clip",
             logp[rows],
             old[rows],
             adv[rows],
             mask[rows],
+            loss_agg=name,
             eps_low=0.2,
             eps_high=0.28,
             totals=totals,
@@ -164,7 +191,15 @@ def test_dapo_with_per_micro_batch_counts_would_change_the_scale():
 
     def run(rows: slice, totals: LossTotals) -> torch.Tensor:
         return compute_policy_loss(
-            "dapo", logp[rows], old[rows], adv[rows], mask[rows], eps_low=0.2, eps_high=0.2, totals=totals
+            "ppo_clip",
+            logp[rows],
+            old[rows],
+            adv[rows],
+            mask[rows],
+            loss_agg="token_mean",
+            eps_low=0.2,
+            eps_high=0.2,
+            totals=totals,
         )[0]
 
     full = run(slice(None), LossTotals.from_mask(mask))
@@ -179,7 +214,15 @@ def test_all_masked_batch_gives_zero_not_nan(name):
     totals = LossTotals.from_mask(mask)
     assert (totals.tokens, totals.sequences) == (0.0, 0.0)
     loss, m = compute_policy_loss(
-        name, logp, logp.detach() - 1, ADV, mask, eps_low=0.2, eps_high=0.2, totals=totals
+        "ppo_clip",
+        logp,
+        logp.detach() - 1,
+        ADV,
+        mask,
+        loss_agg=name,
+        eps_low=0.2,
+        eps_high=0.2,
+        totals=totals,
     )
     loss.backward()
     assert loss.item() == 0.0 and logp.grad.eq(0).all()
@@ -197,13 +240,14 @@ def test_mask_truncated_zeroes_completions_cut_at_the_limit():
 
 
 def test_bool_mask_matches_float_mask():
-    a, _ = loss_of("grpo", RATIOS.log())
+    a, _ = loss_of("seq_mean_token_mean", RATIOS.log())
     b, _ = compute_policy_loss(
-        "grpo",
+        "ppo_clip",
         RATIOS.log(),
         torch.zeros(2, 3),
         ADV,
         MASK.bool(),
+        loss_agg="seq_mean_token_mean",
         eps_low=EPS_LOW,
         eps_high=EPS_HIGH,
         totals=TOTALS,
@@ -211,16 +255,34 @@ def test_bool_mask_matches_float_mask():
     torch.testing.assert_close(a, b)
 
 
-def test_unknown_loss_lists_the_known_ones():
-    assert POLICY_LOSSES.names() == ["dapo", "dr_grpo", "grpo"]
-    with pytest.raises(UserError, match="dapo, dr_grpo, grpo"):
-        loss_of("ppo", RATIOS.log())
+def test_objectives_and_aggregations_are_two_registries():
+    """As verl splits them: the objective (policy_loss) and how its token losses are aggregated (loss_agg)."""
+    assert POLICY_LOSSES.names() == ["ppo_clip"]
+    assert LOSS_AGGS.names() == sorted(NAMES)
+    with pytest.raises(UserError, match="ppo_clip"):
+        compute_policy_loss(
+            "dapo", RATIOS.log(), torch.zeros(2, 3), ADV, MASK, loss_agg="token_mean", eps_low=0.2,
+            eps_high=0.2, totals=TOTALS,
+        )  # fmt: skip
+    with pytest.raises(UserError, match="seq_mean_token_mean, seq_mean_token_sum_norm, token_mean"):
+        loss_of("dapo", RATIOS.log())
+
+
+def test_ppo_clip_objective_alone_gives_unaggregated_token_losses():
+    per_token, m = POLICY_LOSSES.get("ppo_clip")(
+        RATIOS.log(), torch.zeros(2, 3), ADV[:, None], MASK.float(), eps_low=EPS_LOW, eps_high=EPS_HIGH
+    )
+    # the masked (1, 2) entry is computed too (ρ 2, A -2: -min(-4, -2.56) = 4): masking is the aggregation's job
+    torch.testing.assert_close(per_token, torch.tensor([[-1.28, -0.5, -1.0], [2.2, 1.6, 4.0]]))
+    assert {k: round(float(v), 5) for k, v in m.items()} == {
+        "clip_low": 1.0, "clip_high": 1.0, "clip_region": 2.0, "ratio": 4.8,
+    }  # fmt: skip
 
 
 def test_entropy_is_logged_as_a_token_sum_and_not_part_of_the_loss():
     entropy = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 100.0]])  # the masked 100 is left out
-    loss, m = loss_of("dapo", RATIOS.log(), entropy=entropy)
-    torch.testing.assert_close(loss, torch.tensor(EXPECTED["dapo"]))
+    loss, m = loss_of("token_mean", RATIOS.log(), entropy=entropy)
+    torch.testing.assert_close(loss, torch.tensor(EXPECTED["token_mean"]))
     assert m["entropy"].item() == 15.0 and m["entropy"].item() / m["tokens"].item() == 3.0
 
 
@@ -238,11 +300,12 @@ def test_mu_updates_against_rollout_logprobs_stop_at_the_clip(name):
     for _ in range(60):
         opt.zero_grad()
         loss, m = compute_policy_loss(
-            name,
+            "ppo_clip",
             token_logprobs(logits, tokens),
             old_logp,
             torch.ones(2),
             mask,
+            loss_agg=name,
             eps_low=0.2,
             eps_high=0.28,
             totals=totals,

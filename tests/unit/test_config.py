@@ -80,3 +80,18 @@ def test_resolved_config_roundtrips(tmp_path):
     dump_config(cfg, tmp_path / "config.yaml")
     again = load_config(SFTConfig, tmp_path / "config.yaml")
     assert again == cfg
+
+
+def test_a_partial_section_keeps_the_stage_kinds_defaults(tmp_path):
+    """RL's optim defaults are lr 1e-6 on a constant schedule: setting only the lr must not switch the schedule
+    to OptimConfig's generic cosine; the same for train (each stage kind's own output_dir)."""
+    path = write(tmp_path / "rl.yaml", "data: {path: a.jsonl}\noptim: {lr: 1.0e-5}\ntrain: {max_steps: 5}\n")
+    rl = load_config(RLConfig, path)
+    assert (rl.optim.lr, rl.optim.scheduler) == (1e-5, "constant")
+    assert (rl.train.max_steps, rl.train.output_dir) == (5, "runs/rl")
+    assert load_config(RLConfig, path, ["optim.scheduler=cosine"]).optim.scheduler == "cosine"
+    sft = load_config(SFTConfig, path, ["train.seed=3"])
+    assert (sft.optim.scheduler, sft.train.output_dir, sft.train.seed) == ("cosine", "runs/sft", 3)
+    # with no section at all the stage default is used as before
+    bare = load_config(RLConfig, write(tmp_path / "bare.yaml", "data: {path: a.jsonl}\n"))
+    assert (bare.optim.lr, bare.optim.scheduler, bare.train.output_dir) == (1e-6, "constant", "runs/rl")

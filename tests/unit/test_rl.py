@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from rl_testkit import TARGET, read_metrics, rl_config, single_thread
+from rl_testkit import TARGET, read_metrics, rl_config, single_thread, weights
 from transformers import AutoModelForCausalLM
 
 from r1lab.errors import UserError
@@ -45,8 +45,8 @@ STEP_KEYS = {
 }
 
 
-@pytest.mark.parametrize("loss", ["grpo", "dapo"])
-def test_reward_rises_on_a_toy_task(tmp_path, tiny_model_dir, loss):
+@pytest.mark.parametrize("loss_agg", ["seq_mean_token_mean", "token_mean"])
+def test_reward_rises_on_a_toy_task(tmp_path, tiny_model_dir, loss_agg):
     """Reward 1 when the completion contains the token "7": the random tiny model says it in ~3% of samples
     at first and learns to say it nearly always."""
     steps = 30
@@ -54,7 +54,7 @@ def test_reward_rises_on_a_toy_task(tmp_path, tiny_model_dir, loss):
         tmp_path,
         tiny_model_dir,
         {
-            "algorithm": {"policy_loss": loss, "advantage": "grpo"},
+            "algorithm": {"loss_agg": loss_agg, "advantage": "grpo"},
             "rollout": {"n": 8, "max_new_tokens": 6},
             "prompts_per_step": 4,
             "optim": {"lr": 1e-2},
@@ -145,7 +145,7 @@ def _exploding(tmp_path, tiny_model_dir, bad: list[int], steps: int, max_bad: in
     name = cfg.rewards[0].name.replace(":target", ":exploding")
     overrides = {
         "rewards": [{"name": name, "kwargs": {"bad": bad}}],
-        "algorithm": {"advantage": "dr_grpo", "policy_loss": "dr_grpo"},
+        "algorithm": {"advantage": "dr_grpo", "loss_agg": "seq_mean_token_sum_norm"},
         "data": {"shuffle": False},
         "train": {"max_steps": steps, "save_every": 1},
         "max_bad_steps": max_bad,
@@ -188,7 +188,7 @@ def test_mask_truncated_with_every_completion_cut(tmp_path, tiny_model_dir):
         {
             "rewards": [{"name": length}],
             "rollout": {"max_new_tokens": 4},
-            "algorithm": {"mask_truncated": True, "policy_loss": "dapo"},
+            "algorithm": {"mask_truncated": True, "loss_agg": "token_mean"},
         },
     )
     run_rl(cfg)
@@ -196,3 +196,100 @@ def test_mask_truncated_with_every_completion_cut(tmp_path, tiny_model_dir):
     assert [m["clipped_ratio"] for m in metrics] == [1.0, 1.0]
     assert [m["tokens_trained"] for m in metrics] == [0.0, 0.0]
     assert [m["grad_norm"] for m in metrics] == [0.0, 0.0]
+
+
+def _length_reward(tmp_path, tiny_model_dir) -> str:
+    return rl_config(tmp_path, tiny_model_dir).rewards[0].name.replace(":target", ":length")
+
+
+def test_full_finetuning_with_kl_to_a_frozen_copy(tmp_path, tiny_model_dir):
+    """beta > 0 without LoRA: the reference is a frozen full copy; it trains, and the KL grows from 0 as the
+    policy leaves the initial weights (on CUDA this failed: the copy was made before prepare moved the policy)."""
+    cfg = rl_config(
+        tmp_path,
+        tiny_model_dir,
+        {
+            "rewards": [{"name": _length_reward(tmp_path, tiny_model_dir)}],
+            "algorithm": {"beta": 0.1},
+            "optim": {"lr": 5e-2},
+            "train": {"max_steps": 3},
+        },
+    )
+    final = run_rl(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # first update: policy == reference
+    assert metrics[-1]["kl"] > 1e-4
+    assert metrics[-1]["skipped_steps"] == 0
+    before, after = weights(tiny_model_dir), weights(final)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_reference_is_a_frozen_copy_on_the_policys_device(tmp_path, tiny_model_dir):
+    """Built from the prepared policy: same device as the policy, no grads, and an update leaves it as it was."""
+    from r1lab.models import load_model
+    from r1lab.stages.rl import make_reference
+    from r1lab.training.accel import build_accelerator
+
+    cfg = rl_config(tmp_path, tiny_model_dir, {"algorithm": {"beta": 0.1}})
+    accelerator, _ = build_accelerator(cfg.train, cfg.model)
+    model, _ = load_model(cfg.model, trainable=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    policy = accelerator.unwrap_model(model)
+    reference = make_reference(policy, cfg)
+    assert reference is not None and reference.model is not policy
+    device = next(policy.parameters()).device
+    frozen = {k: v.clone() for k, v in reference.model.state_dict().items()}
+    assert all(p.device == device and not p.requires_grad for p in reference.model.parameters())
+    loss = sum(p.square().sum() for p in policy.parameters())
+    accelerator.backward(loss)
+    optimizer.step()
+    assert all(torch.equal(frozen[k], v) for k, v in reference.model.state_dict().items())
+    assert any(not torch.equal(frozen[k], v) for k, v in policy.state_dict().items())
+    assert (
+        make_reference(
+            policy, cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"beta": 0.0})})
+        )
+        is None
+    )
+
+
+def test_the_engine_gets_the_weights_after_every_update(tmp_path, tiny_model_dir, monkeypatch):
+    """An engine with its own copy of the weights (vLLM) must be sent them after each step's updates, or
+    every step samples from the initial policy. A real HF engine that records what it was sent."""
+    import r1lab.rollout as rollout
+    from r1lab.rollout import HFEngine
+
+    sent: list[dict[str, torch.Tensor]] = []
+
+    class RecordingEngine(HFEngine):
+        def update_weights(self, model: torch.nn.Module) -> None:
+            sent.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            super().update_weights(model)
+
+    monkeypatch.setattr(
+        rollout,
+        "make_engine",
+        lambda cfg, model, tokenizer, *, seed=0: RecordingEngine(model, tokenizer, seed=seed),
+    )
+    cfg = rl_config(
+        tmp_path,
+        tiny_model_dir,
+        {"rewards": [{"name": _length_reward(tmp_path, tiny_model_dir)}], "train": {"max_steps": 3}},
+    )
+    final = run_rl(cfg)
+    assert len(sent) == 3  # once per step, after its update
+    initial, last = weights(tiny_model_dir), weights(final)
+    assert any(
+        not torch.equal(sent[0][k], initial[k]) for k in initial
+    )  # the updated weights, not the initial
+    assert all(torch.equal(sent[-1][k], last[k]) for k in last)
+
+
+def test_logged_lr_is_the_one_the_update_used(tmp_path, tiny_model_dir):
+    """Linear decay over 2 steps: the updates use lr x 1 and lr x 0.5 (the scheduler reaches 0 only after)."""
+    cfg = rl_config(
+        tmp_path, tiny_model_dir, {"optim": {"lr": 1e-3, "scheduler": "linear"}, "train": {"max_steps": 2}}
+    )
+    run_rl(cfg)
+    assert [m["lr"] for m in read_metrics(tmp_path / "run")] == pytest.approx([1e-3, 5e-4])

@@ -37,12 +37,48 @@ def test_unknown_reward_name_lists_registered(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize(
     ("key", "value", "names"),
-    [("advantage", "grpoo", ["grpo", "rloo"]), ("policy_loss", "dapoo", ["dapo", "dr_grpo"])],
+    [
+        ("advantage", "grpoo", ["grpo", "rloo"]),
+        ("policy_loss", "ppo_clipp", ["ppo_clip"]),
+        ("loss_agg", "token_meen", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]),
+        ("kl_estimator", "k4", ["k1", "k2", "k3"]),
+    ],
 )
 def test_unknown_algorithm_names(tmp_path, tiny_model_dir, key, value, names):
     cfg = rl_config(tmp_path, tiny_model_dir, {"algorithm": {key: value}})
     err = _fails(cfg, repr(value), *names)
     assert err.where == f"algorithm.{key}"
+
+
+@pytest.mark.parametrize(
+    ("old", "agg"),
+    [("grpo", "seq_mean_token_mean"), ("dr_grpo", "seq_mean_token_sum_norm"), ("dapo", "token_mean")],
+)
+def test_old_policy_loss_names_point_to_the_new_keys(tmp_path, tiny_model_dir, old, agg):
+    with pytest.raises(UserError) as info:
+        rl_config(tmp_path, tiny_model_dir, {"algorithm": {"policy_loss": old}})
+    text = info.value.render()
+    assert "algorithm.policy_loss" in text and "policy_loss: ppo_clip" in text and f"loss_agg: {agg}" in text
+
+
+def test_kl_estimator_is_a_registry_name(tmp_path, tiny_model_dir):
+    """A newly registered estimator is accepted by the config (it was a fixed Literal of k1/k2/k3)."""
+    from r1lab.algorithms.kl import KL_ESTIMATORS
+
+    KL_ESTIMATORS.register("k3_test")(lambda logp, ref: (ref - logp).exp() - (ref - logp) - 1)
+    try:
+        cfg = rl_config(tmp_path, tiny_model_dir, {"algorithm": {"kl_estimator": "k3_test", "beta": 0.1}})
+        assert cfg.algorithm.kl_estimator == "k3_test"
+    finally:
+        KL_ESTIMATORS._items.pop("k3_test")
+
+
+def test_vllm_engine_is_refused_until_its_weight_sync_is_wired(tmp_path, tiny_model_dir):
+    """vLLM keeps its own weights; without a sync after each update it would sample from the initial policy."""
+    with pytest.raises(UserError) as info:
+        rl_config(tmp_path, tiny_model_dir, {"rollout": {"engine": "vllm"}})
+    text = info.value.render()
+    assert "rollout.engine 'vllm' is not supported yet" in text and "rollout.engine: hf" in text
 
 
 def test_reward_file_that_does_not_import(tmp_path, tiny_model_dir):

@@ -36,7 +36,7 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir, monkeypatch, micro_ba
     length = rl_config(tmp_path / "x", tiny_model_dir).rewards[0].name.replace(":target", ":length")
     settings = {
         "rewards": [{"name": length}],  # dense: every step has non-zero advantages
-        "algorithm": {"policy_loss": "dapo", "advantage": "grpo"},
+        "algorithm": {"loss_agg": "token_mean", "advantage": "grpo"},
         # stop strings: completions of different lengths, for the length buckets
         "rollout": {"n": 3, "max_new_tokens": 8, "batch_size": 1, "stop": ["e", "o"]},
         "prompts_per_step": 3,

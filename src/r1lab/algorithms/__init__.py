@@ -1,8 +1,8 @@
 """Pure tensor math for post-training, no I/O: advantage estimators, policy losses, KL estimators, log-probs.
 
 Each family is a registry (name -> function) so a recipe picks one by name from its config:
-`ADVANTAGES` (algorithm.advantage), `POLICY_LOSSES` (algorithm.policy_loss), `KL_ESTIMATORS`
-(algorithm.kl_estimator).
+`ADVANTAGES` (algorithm.advantage), `POLICY_LOSSES` (objectives, algorithm.policy_loss), `LOSS_AGGS`
+(algorithm.loss_agg), `KL_ESTIMATORS` (algorithm.kl_estimator).
 """
 
 from r1lab.algorithms.advantages import ADVANTAGES
@@ -10,6 +10,7 @@ from r1lab.algorithms.kl import KL_ESTIMATORS, kl_penalty
 from r1lab.algorithms.linear_logprobs import linear_logprobs
 from r1lab.algorithms.logprobs import entropy_from_logits, token_logprobs
 from r1lab.algorithms.policy_losses import (
+    LOSS_AGGS,
     POLICY_LOSSES,
     LossTotals,
     compute_policy_loss,
@@ -20,6 +21,7 @@ from r1lab.algorithms.policy_losses import (
 __all__ = [
     "ADVANTAGES",
     "KL_ESTIMATORS",
+    "LOSS_AGGS",
     "POLICY_LOSSES",
     "LossTotals",
     "compute_policy_loss",

@@ -1,8 +1,9 @@
 """Rollouts with vLLM (GPU, optional install), colocated with the trainer in the same process.
 
-vLLM holds its own copy of the weights: the RL loop must call `engine.update_weights(model)` after every
-optimizer step. Log-probs come from vLLM with logprobs_mode="processed_logprobs" (after temperature; vLLM also
-applies its top-k/top-p there), which differs from the HF engine's unfiltered tempered log-probs whenever
+vLLM holds its own copy of the weights: the RL loop calls `engine.update_weights(model)` after every
+update, and that sync is not wired yet (it raises), so RL refuses `rollout.engine: vllm` for now.
+Log-probs come from vLLM with logprobs_mode="processed_logprobs" (after temperature; vLLM also applies its
+top-k/top-p there), which differs from the HF engine's unfiltered tempered log-probs whenever
 top_k/top_p/min_p are set; with plain temperature sampling they agree.
 
 Not exercised by the CPU test suite (vllm needs CUDA); kept small and on vLLM's public API where one exists.
@@ -85,21 +86,13 @@ class VLLMEngine:
             pad_token_id=self.pad_token_id,
         )
 
-    @torch.no_grad()
     def update_weights(self, model: torch.nn.Module) -> None:
-        """Push the training weights into vLLM (a LoRA adapter is merged for the copy, then unmerged)."""
-        is_peft = hasattr(model, "merge_adapter")
-        if is_peft:
-            model.merge_adapter()
-        try:
-            runner_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-            for name, param in model.named_parameters():
-                if "lora_" in name or "modules_to_save" in name:
-                    continue
-                if is_peft:
-                    name = name.removeprefix("base_model.model.").replace(".base_layer", "")
-                runner_model.load_weights([(name, param.data)])
-        finally:
-            if is_peft:
-                model.unmerge_adapter()
-        self.llm.reset_prefix_cache()
+        """Push the training weights into vLLM: not wired yet, so this refuses instead of leaving vLLM sampling
+        from stale weights. The sync must go through vLLM's public V1 API (`LLM.collective_rpc` calling the
+        workers' `load_weights`); the V0 internals (`llm_engine.model_executor.driver_worker`) are gone. Until
+        then the RL config refuses `rollout.engine: vllm` (RLConfig) and only generation without updates
+        (e.g. an eval) may use this engine."""
+        raise NotImplementedError(
+            "VLLMEngine.update_weights is not implemented: the weight sync through vLLM's V1 API "
+            "(LLM.collective_rpc / load_weights) is tracked in the engine issue; use rollout.engine: hf"
+        )

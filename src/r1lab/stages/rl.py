@@ -69,8 +69,10 @@ def prompt_order(n: int, seed: int, shuffle: bool) -> Callable[[int], int]:
 def run_rl(cfg: RLConfig) -> Path:
     """Train with RL from `cfg`; returns the folder of the final model (the merged one for LoRA + merge)."""
     from r1lab.rewards import RewardRunner
+    from r1lab.training.backends import require_backends
 
     check_names(cfg)
+    require_backends(cfg.train.report_to)
     with RewardRunner(cfg.rewards) as runner:  # imports every reward function: a broken one fails here
         return _train(cfg, runner)
 
@@ -93,12 +95,12 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     prompts = check_before_rollout(cfg, runner, tokenizer, model)
     resume_from = resume_point(cfg, out)
 
-    reference = make_reference(model, cfg)
     optimizer = build_optimizer(model, cfg.optim)
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * len(prompts) / cfg.prompts_per_step)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps * cfg.algorithm.mu)
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
+    reference = make_reference(policy, cfg)  # after prepare: a full copy lands on the policy's device
     engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
 
     step, position, bad_in_row, skipped = 0, 0, 0, 0
@@ -118,6 +120,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         report_to=list(cfg.train.report_to),
         key_metric="reward/mean",
         description="rl",
+        config=cfg.model_dump(mode="json"),
     )
 
     def checkpoint() -> None:
@@ -139,9 +142,10 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 # ---- update (mu optimizer steps on the same rollouts)
                 t_train = time.perf_counter()
                 plan = plan_update(batch.rollouts, advantages, cfg)
-                sums, grad_norm, bad = optimizer_updates(
+                sums, grad_norm, lr, bad = optimizer_updates(
                     model, plan, cfg, accelerator, optimizer, scheduler, reference
                 )
+                engine.update_weights(policy)  # an engine with its own copy of the weights (vLLM) needs them
                 t_done = time.perf_counter()
                 step += 1
                 bad_in_row = bad_in_row + 1 if bad else 0
@@ -153,7 +157,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 metrics.update(
                     {
                         "grad_norm": grad_norm,
-                        "lr": scheduler.get_last_lr()[0],
+                        "lr": lr,  # the one the update used (the scheduler has moved on since)
                         "skipped_steps": skipped,
                         "bad_step": int(bad),
                         "refills": len(seen) - 1,
@@ -231,19 +235,23 @@ def sample_batch(
     return select_rows(kept, [i for i, g in enumerate(kept.rollouts.prompt_index) if g in set(groups)]), seen
 
 
-def make_reference(model: torch.nn.Module, cfg: RLConfig) -> Callable[..., torch.Tensor] | None:
-    """Reference log-probs for the KL term: None when beta == 0 (nothing is loaded)."""
-    if cfg.algorithm.beta == 0:
-        return None
-    lora = cfg.model.lora is not None
-    # for LoRA the base model is the same model with its adapters switched off: no second copy of the weights
-    frozen = model if lora else copy.deepcopy(model).eval().requires_grad_(False)
+class Reference:
+    """Reference log-probs for the KL term: a frozen copy of the policy's initial weights on the policy's device
+    (build it after `accelerator.prepare` has moved the policy), or for LoRA the policy itself with its adapters
+    switched off (no second copy of the weights)."""
 
-    def reference(rows: Rollouts, device: Any, temperature: float) -> torch.Tensor:
-        with torch.no_grad(), model.disable_adapter() if lora else nullcontext():
-            return completion_logprobs(frozen, frozen, rows, device, temperature)[0]
+    def __init__(self, policy: torch.nn.Module, lora: bool) -> None:
+        self.lora = lora
+        self.model = policy if lora else copy.deepcopy(policy).eval().requires_grad_(False)
 
-    return reference
+    def __call__(self, rows: Rollouts, device: Any, temperature: float) -> torch.Tensor:
+        with torch.no_grad(), self.model.disable_adapter() if self.lora else nullcontext():
+            return completion_logprobs(self.model, self.model, rows, device, temperature)[0]
+
+
+def make_reference(policy: torch.nn.Module, cfg: RLConfig) -> Reference | None:
+    """The reference for `cfg`, from the prepared (unwrapped) policy; None when beta == 0 (nothing is loaded)."""
+    return Reference(policy, cfg.model.lora is not None) if cfg.algorithm.beta > 0 else None
 
 
 def _concat(a: Scored, b: Scored) -> Scored:

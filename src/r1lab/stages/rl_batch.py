@@ -244,6 +244,7 @@ def policy_update(
                 rows.logprobs.to(device),
                 plan.advantages[idx or [0]].to(device),
                 rows.completion_mask.to(device).float(),
+                loss_agg=algo.loss_agg,
                 eps_low=algo.eps_low,
                 eps_high=algo.eps_high,
                 totals=plan.totals,
@@ -268,23 +269,25 @@ def optimizer_updates(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     reference: Any | None,
-) -> tuple[dict[str, Tensor], float, bool]:
+) -> tuple[dict[str, Tensor], float, float, bool]:
     """`algorithm.mu` optimizer steps on one generation batch (pi_old stays the rollout policy for all of them).
 
-    Returns the last update's metric sums (all ranks), its grad norm, and whether it was bad: a NaN/inf loss or
-    gradient skips the optimizer and scheduler step (the weights and Adam moments stay as they were) and ends
-    the updates of this batch.
+    Returns the last update's metric sums (all ranks), its grad norm, its learning rate (the one the optimizer
+    step used, read before the scheduler moves on) and whether it was bad: a NaN/inf loss or gradient skips
+    the optimizer and scheduler step (the weights and Adam moments stay as they were) and ends the updates of
+    this batch.
     """
     sums: dict[str, Tensor] = {}
-    grad_norm = 0.0
+    grad_norm, lr = 0.0, 0.0
     max_norm = cfg.optim.max_grad_norm or math.inf
     for _ in range(cfg.algorithm.mu):
+        lr = float(scheduler.get_last_lr()[0])
         sums = all_reduce_sum(policy_update(model, plan, cfg, accelerator, reference))
         grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
         if not (math.isfinite(grad_norm) and math.isfinite(float(sums["loss"]))):
             optimizer.zero_grad(set_to_none=True)
-            return sums, grad_norm, True
+            return sums, grad_norm, lr, True
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    return sums, grad_norm, False
+    return sums, grad_norm, lr, False

@@ -10,7 +10,7 @@ from typing import Any
 
 from r1lab.algorithms.advantages import ADVANTAGES
 from r1lab.algorithms.kl import KL_ESTIMATORS
-from r1lab.algorithms.policy_losses import POLICY_LOSSES
+from r1lab.algorithms.policy_losses import LOSS_AGGS, POLICY_LOSSES
 from r1lab.config import RLConfig
 from r1lab.errors import UserError
 from r1lab.registry import Registry
@@ -28,6 +28,7 @@ def check_names(cfg: RLConfig) -> None:
     algo = cfg.algorithm
     _known(ADVANTAGES, algo.advantage, "algorithm.advantage")
     _known(POLICY_LOSSES, algo.policy_loss, "algorithm.policy_loss")
+    _known(LOSS_AGGS, algo.loss_agg, "algorithm.loss_agg")
     _known(KL_ESTIMATORS, algo.kl_estimator, "algorithm.kl_estimator")
     if cfg.rollout.n < 2:  # the config schema already says so; kept for configs built with model_construct
         raise UserError(
