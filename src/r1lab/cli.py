@@ -186,15 +186,22 @@ def eval_cmd(
     max_new_tokens: int = 256,
     batch_size: int = 32,
     out: Annotated[Path | None, typer.Option(help="results folder; default runs/eval/<model>-<set>")] = None,
+    columns: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="map a column as NAME=COLUMN, as data.columns does (repeatable), e.g. --columns prompt=question"
+        ),
+    ] = None,
 ) -> None:
     """Greedy accuracy, pass@k, maj@k, mean length and format errors with 95% intervals; writes
-    results.json, results.md and samples.jsonl."""
+    results.json, results.md, samples.jsonl (and reward_errors.jsonl when a reward call failed)."""
     from r1lab.config import EvalConfig, validate
     from r1lab.eval import results_markdown, run_eval
+    from r1lab.eval.runner import parse_columns
 
     raw = dict(task=task, data=data, rewards=[{"name": r} for r in reward or []], n=n, k=k or sorted({1, n}),
                limit=limit, split=split, temperature=temperature, max_new_tokens=max_new_tokens,
-               batch_size=batch_size)  # fmt: skip
+               batch_size=batch_size, columns=parse_columns(columns or []))  # fmt: skip
     cfg = validate(EvalConfig, raw, "command line")
     folder = out or Path("runs/eval") / f"{Path(model).name}-{task or Path(data or '').stem}"
     results = run_eval(model, cfg, folder)

@@ -217,6 +217,7 @@ class EvalConfig(Strict):
     batch_size: int = Field(32, gt=0)
     system_prompt: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # weights while generating
+    columns: dict[str, str] = {}  # as data.columns: r1lab name -> column in the data, e.g. {prompt: question}
 
     @model_validator(mode="after")
     def _task_or_data(self) -> EvalConfig:

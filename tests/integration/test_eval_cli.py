@@ -74,3 +74,32 @@ def test_bad_input_is_one_clear_message(tiny_model_dir, tmp_path):
     missing = _r1lab("eval", str(tiny_model_dir), "--data", str(data), "--reward", "ordering")
     assert missing.returncode == 2
     assert "'answer'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_eval_maps_columns_of_a_question_file(tiny_model_dir, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(3)
+        )
+    )
+    base = ["eval", str(tiny_model_dir), "--data", str(data), "--reward", "math", "--max-new-tokens", "4"]
+    for mapping in (
+        ["--columns", "prompt=question", "--columns", "answer=answer"],
+        ["--columns", "prompt=question,answer=answer"],
+    ):
+        out = tmp_path / mapping[-1].replace(",", "_")
+        result = CliRunner().invoke(app, [*base, *mapping, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "results.json").read_text())
+        assert metrics["num_problems"] == 3 and metrics["reward_failures"] == {"math": 0}
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert [s["gold"] for s in samples] == ["0", "2", "4"]
+        assert all(f"What is {i} + {i}?" in s["prompt"] for i, s in enumerate(samples))
+
+    unmapped = _r1lab(*base)
+    assert unmapped.returncode == 2 and "--columns" in unmapped.stderr and "Traceback" not in unmapped.stderr
+    bad = _r1lab(*base, "--columns", "prompt")
+    assert bad.returncode == 2 and "'prompt' is not NAME=COLUMN" in bad.stderr
+    missing = _r1lab(*base, "--columns", "prompt=query")
+    assert missing.returncode == 2 and "query" in missing.stderr and "--columns" in missing.stderr

@@ -43,23 +43,40 @@ def r1lab(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+# An eval reward whose verdict depends only on the gold answer, so the accuracy of every model is known in advance.
+EVEN_GOLD = """
+def even_gold(completion, *, answer, **_):
+    return 1.0 if int(answer) % 2 == 0 else 0.0
+"""
+
+
 def test_two_stage_recipe_runs_evaluates_and_skips_finished_stages(tmp_path, tiny_model_dir):
-    path = recipe(tmp_path, tiny_model_dir)
+    (tmp_path / "even_gold.py").write_text(EVEN_GOLD)
+    evaluation = {
+        "max_new_tokens": 16,
+        "batch_size": 16,
+        "rewards": [{"name": f"{tmp_path}/even_gold.py:even_gold"}],
+    }
+    path = recipe(tmp_path, tiny_model_dir, eval=evaluation)
     first = r1lab("run", str(path))
     assert first.returncode == 0, first.stderr
     run = tmp_path / "run"
     state = json.loads((run / "pipeline.json").read_text())
     assert [state["stages"][s]["status"] for s in ("sft", "rl")] == ["complete", "complete"]
     assert state["stages"]["rl"]["input"] == state["stages"]["sft"]["model"]  # RL starts from the SFT output
+    golds = [
+        int(json.loads(line)["answer"]) for line in (run / "data" / "test.jsonl").read_text().splitlines()
+    ]
+    expected = sum(g % 2 == 0 for g in golds) / len(golds)
+    assert len(golds) == 12 and 0 < expected < 1  # the seeded test set holds both kinds
     for label in ("base", "sft", "rl"):
         results = state["evals"][label]
         assert results["num_problems"] == 12
-        assert 0.0 <= results["accuracy"] <= 1.0
+        assert results["accuracy"] == expected and results["mean_reward"] == pytest.approx(expected)
         low, high = results["accuracy_ci95"]
-        assert 0.0 <= low <= results["accuracy"] <= high <= 1.0
+        assert 0.0 < low < expected < high < 1.0
     table = (run / "results.md").read_text()
     assert "| base |" in table and "| rl |" in table
-    assert len((run / "data" / "test.jsonl").read_text().splitlines()) == 12
 
     second = r1lab("run", str(path))
     assert second.returncode == 0, second.stderr

@@ -1,8 +1,11 @@
 """`run_eval`: generate on an eval set (greedy, and n samples per problem when n > 1), score with the rewards,
 and write `results.json`, `results.md` and `samples.jsonl`.
 
-A completion is correct when the run's correctness reward (the first reward registered with correctness=True,
-else the first reward) gives it >= 1. Majority voting (maj@k) groups samples by their final answer.
+A completion is correct when the accuracy reward (`rewards.runner.accuracy_index`: the first reward registered
+with correctness=True, else the first reward) gives it >= 1, and well formatted when that reward could read an
+answer in it (its `parses` check; no format-error rate when it has none). Majority voting (maj@k) groups samples
+by their final answer. Failed reward calls are counted in results.json (`reward_failures`) and written with
+their inputs to `reward_errors.jsonl`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from r1lab.errors import UserError
 from r1lab.eval.metrics import maj_at_k, pass_at_k, wilson_interval
 from r1lab.eval.tables import results_markdown
 
+ERRORS_FILE = "reward_errors.jsonl"
 TASK_EVAL_SIZE = 500  # problems generated for `task` without `data` or `limit`
 TASK_EVAL_SEED = 0
 
@@ -46,11 +50,14 @@ def run_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -> d
         data_path = cfg.data or _write_task_set(task, cfg, Path(tmp))
         data_cfg = DataConfig(
             path=data_path, split=cfg.split, system_prompt=system_prompt, limit=cfg.limit, shuffle=False,
-            max_length=1 << 20,  # never drop an eval prompt for its length
+            columns=cfg.columns, max_length=1 << 20,  # never drop an eval prompt for its length
         )  # fmt: skip
-        prompts = build_prompt_dataset(data_cfg, tokenizer)
-    with RewardRunner(specs) as rewards:
-        rewards.check_columns(set.intersection(*(set(p.columns) for p in prompts)))
+        prompts = _eval_errors(build_prompt_dataset, data_cfg, tokenizer)
+    errors_path = None if out_dir is None else Path(out_dir) / ERRORS_FILE
+    if errors_path is not None:
+        errors_path.unlink(missing_ok=True)  # an earlier eval's failures into the same folder
+    with RewardRunner(specs, errors_path=errors_path) as rewards:
+        _eval_errors(rewards.check_columns, set.intersection(*(set(p.columns) for p in prompts)))
         model, tokenizer = load_model(model_cfg, trainable=False)
         rows = _generate_and_score(model, tokenizer, prompts, cfg, rewards)
     results = summarize(rows, cfg, len(prompts))
@@ -63,6 +70,38 @@ def run_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -> d
     if out_dir is not None:
         write_results(results, rows, Path(out_dir))
     return results
+
+
+def parse_columns(items: list[str]) -> dict[str, str]:
+    """`--columns prompt=question --columns answer=solution` (or `prompt=question,answer=solution`) -> the mapping
+    of data.columns: r1lab name -> column in the data."""
+    out: dict[str, str] = {}
+    for item in (part.strip() for text in items for part in text.split(",")):
+        name, sep, column = (x.strip() for x in item.partition("="))
+        if not (sep and name and column):
+            raise UserError(
+                f"--columns {item!r} is not NAME=COLUMN",
+                where="r1lab eval --columns",
+                fix="e.g. --columns prompt=question --columns answer=solution (r1lab name = your column)",
+            )
+        if name in out and out[name] != column:
+            raise UserError(
+                f"--columns maps {name!r} twice ({out[name]!r} and {column!r})", where="r1lab eval --columns"
+            )
+        out[name] = column
+    return out
+
+
+def _eval_errors(fn: Any, *args: Any) -> Any:
+    """Call fn; a data or column error names eval's own keys (--columns / eval.columns), not data.columns."""
+    try:
+        return fn(*args)
+    except UserError as e:
+        key = "--columns (eval.columns in a recipe)"
+        what, where, fix = (
+            None if t is None else t.replace("data.columns", key) for t in (e.what, e.where, e.fix)
+        )
+        raise UserError(what or "", where=where, fix=fix) from None
 
 
 def _write_task_set(task: Any, cfg: EvalConfig, folder: Path) -> str:
@@ -81,7 +120,6 @@ def _generate_and_score(
     from r1lab.config import RolloutConfig
     from r1lab.rewards.extract import final_answer, normalize
     from r1lab.rollout import SamplingParams, make_engine
-    from r1lab.tasks import has_answer_line
 
     rollout_cfg = RolloutConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     engine = make_engine(rollout_cfg, model, tokenizer, seed=0)
@@ -115,13 +153,11 @@ def _generate_and_score(
                 scored = rewards.score(
                     out.texts, [chunk[i].prompt_text for i in out.prompt_index], batch_cols
                 )
-                first_label = next(iter(scored.per_function))
+                failed: dict[int, list[str]] = {}
+                for e in scored.errors:
+                    failed.setdefault(e["index"], []).append(e["reward"])
                 for row, i in enumerate(out.prompt_index):
                     text = out.texts[row]
-                    if scored.accuracy is not None:
-                        correct = scored.accuracy[row].item() == 1.0
-                    else:
-                        correct = (scored.per_function[first_label][row] or 0.0) >= 1.0
                     rows.append(
                         {
                             "problem": first + i,
@@ -132,8 +168,9 @@ def _generate_and_score(
                             "gold": chunk[i].columns.get("answer"),
                             "reward": _number(scored.total[row].item()),
                             "rewards": {k: v[row] for k, v in scored.per_function.items()},
-                            "correct": correct,
-                            "format_ok": has_answer_line(text),
+                            "correct": bool(scored.accuracy[row].item() == 1.0),
+                            "format_ok": None if scored.answer_found is None else scored.answer_found[row],
+                            "reward_failures": failed.get(row, []),
                             "length": lengths[row],
                             "finish_reason": out.finish_reasons[row],
                         }
@@ -156,7 +193,7 @@ def summarize(rows: list[dict], cfg: EvalConfig, num_problems: int) -> dict[str,
         "split": cfg.split,
         "accuracy": acc,
         "accuracy_ci95": list(wilson_interval(acc * len(greedy), len(greedy))),
-        "format_error_rate": _mean([not r["format_ok"] for r in greedy]),
+        "format_error_rate": _format_errors(greedy),
         "truncated_rate": _mean([r["finish_reason"] == "length" for r in greedy]),
         "mean_length": _mean([r["length"] for r in greedy]),
         "mean_reward": _mean([r["reward"] for r in greedy if r["reward"] is not None]),
@@ -164,6 +201,11 @@ def summarize(rows: list[dict], cfg: EvalConfig, num_problems: int) -> dict[str,
     for label in greedy[0]["rewards"] if greedy else []:
         values = [r["rewards"][label] for r in greedy if r["rewards"][label] is not None]
         out[f"reward/{label}"] = _mean(values)
+    failures = {label: 0 for label in (rows[0]["rewards"] if rows else [])}
+    for r in rows:  # greedy and sampled: every call that failed
+        for label in r.get("reward_failures", []):
+            failures[label] = failures.get(label, 0) + 1
+    out["reward_failures"] = failures
     sampled = [r for r in rows if r["kind"] == "sample"]
     if not sampled:
         return out
@@ -174,7 +216,7 @@ def summarize(rows: list[dict], cfg: EvalConfig, num_problems: int) -> dict[str,
         n=cfg.n,
         temperature=cfg.temperature,
         sample_accuracy=_mean([r["correct"] for r in sampled]),
-        sample_format_error_rate=_mean([not r["format_ok"] for r in sampled]),
+        sample_format_error_rate=_format_errors(sampled),
         sample_mean_length=_mean([r["length"] for r in sampled]),
     )
     for k in cfg.k:
@@ -198,6 +240,12 @@ def write_results(results: dict[str, Any], rows: list[dict], out_dir: Path) -> N
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(out_dir / name)
+
+
+def _format_errors(rows: list[dict]) -> float | None:
+    """Share of rows whose answer the accuracy reward could not read; None when it cannot tell."""
+    known = [r["format_ok"] for r in rows if r["format_ok"] is not None]
+    return _mean([not ok for ok in known]) if known else None
 
 
 def _mean(values: list) -> float:
