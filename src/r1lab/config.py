@@ -172,6 +172,8 @@ class RLConfig(Strict):
     prompts_per_step: int = Field(8, gt=0)  # prompts per generation step, across all processes
     samples_every: int = Field(10, gt=0)  # write sample completions to samples.jsonl every N steps
     max_bad_steps: int = Field(3, gt=0)  # stop after this many NaN/inf steps in a row
+    # stop when a reward failed on every call of this many steps in a row
+    max_reward_failure_steps: int = Field(3, gt=0)
 
     @model_validator(mode="before")
     @classmethod

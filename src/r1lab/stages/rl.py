@@ -48,7 +48,13 @@ from r1lab.stages.rl_batch import (
 )
 from r1lab.stages.rl_checks import check_before_rollout, check_names, resume_point
 from r1lab.stages.rl_forward import completion_logprobs
-from r1lab.stages.rl_log import drop_samples_after, step_metrics, write_samples
+from r1lab.stages.rl_log import (
+    RewardFailureStop,
+    drop_samples_after,
+    reward_errors_path,
+    step_metrics,
+    write_samples,
+)
 
 
 def prompt_order(n: int, seed: int, shuffle: bool) -> Callable[[int], int]:
@@ -73,7 +79,8 @@ def run_rl(cfg: RLConfig) -> Path:
 
     check_names(cfg)
     require_backends(cfg.train.report_to)
-    with RewardRunner(cfg.rewards) as runner:  # imports every reward function: a broken one fails here
+    # imports every reward function: a broken one fails here
+    with RewardRunner(cfg.rewards, errors_path=reward_errors_path(cfg)) as runner:
         return _train(cfg, runner)
 
 
@@ -104,6 +111,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
 
     step, position, bad_in_row, skipped = 0, 0, 0, 0
+    failing_rewards = RewardFailureStop(cfg.max_reward_failure_steps, out)
     if resume_from is not None:
         meta = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
         step, position, skipped = meta["step"], meta["prompt_position"], meta.get("skipped_steps", 0)
@@ -175,6 +183,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                     write_samples(out / "samples.jsonl", step, batch, advantages)
                 if bad_in_row >= cfg.max_bad_steps:
                     raise _diverged(cfg, out, step, bad_in_row)
+                failing_rewards.check(step, seen)  # a reward that failed on every call for N steps stops it
                 # no checkpoint of a bad step: the newest checkpoint stays the last good one
                 if (
                     cfg.train.save_every

@@ -1,15 +1,22 @@
-"""What the RL loop writes each step: the metrics record (metrics.jsonl) and sample completions (samples.jsonl)."""
+"""What the RL loop writes each step: the metrics record (metrics.jsonl) and sample completions (samples.jsonl);
+where failed reward calls go (reward_errors.jsonl), and the stop when a reward fails on every call."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from r1lab.config import RLConfig
+from r1lab.errors import UserError
+from r1lab.rewards.runner import is_correct
 from r1lab.stages.rl_batch import Scored, flat_groups
+
+ERRORS_FILE = "reward_errors.jsonl"
 
 
 def step_metrics(
@@ -41,10 +48,10 @@ def step_metrics(
         scores = torch.tensor([v for v in values if v is not None], dtype=torch.float)
         out[f"reward/{name}/mean"] = float(scores.mean()) if scores.numel() else math.nan
         out[f"reward/{name}/std"] = float(scores.std()) if scores.numel() > 1 else 0.0
-    accuracy_name = accuracy_reward(runner, list(per_function))
-    if accuracy_name is not None:
+    accuracy_name = getattr(runner, "accuracy_label", None)  # the one rule: rewards.runner.accuracy_index
+    if accuracy_name in per_function:
         values = per_function[accuracy_name]
-        out["accuracy"] = sum(v is not None and v >= 1 for v in values) / max(len(values), 1)
+        out["accuracy"] = sum(map(is_correct, values)) / max(len(values), 1)
     tokens = float(sums.get("tokens", torch.tensor(0.0)))
     for key, value in sums.items():
         if key == "loss":  # already normalised by the policy loss; ~0 when mu == 1 (log reward, not loss)
@@ -63,12 +70,49 @@ _METRIC_NAMES = {
 }
 
 
-def accuracy_reward(runner: Any, names: list[str]) -> str | None:
-    """The reward logged as accuracy: the first one marked as a correctness check, else the first one."""
-    for loaded in getattr(runner, "rewards", []):
-        if getattr(loaded, "correctness", False) and loaded.label in names:
-            return loaded.label
-    return names[0] if names else None
+def reward_errors_path(cfg: RLConfig) -> Path:
+    """reward_errors.jsonl in the stage's output folder; rank k > 0 of a multi-process run writes its own
+    reward_errors.rank<k>.jsonl (each rank scores its own share of the completions)."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    name = ERRORS_FILE if rank == 0 else ERRORS_FILE.replace(".jsonl", f".rank{rank}.jsonl")
+    return Path(cfg.train.output_dir) / name
+
+
+class RewardFailureStop:
+    """Stops the run (UserError) once a reward failed on every call for `limit` steps in a row: a reward that
+    always raises or times out scores nothing, so training on would only spend compute on a constant reward.
+
+    It reads the gathered step (identical on every rank), so all ranks stop at the same step.
+    """
+
+    def __init__(self, limit: int, out: Path) -> None:
+        self.limit, self.out = limit, out
+        self.in_row: dict[str, int] = {}
+
+    def check(self, step: int, generated: list[Scored]) -> None:
+        calls: dict[str, int] = {}
+        failed: dict[str, int] = {}
+        for s in generated:
+            for name, values in s.per_function.items():
+                calls[name] = calls.get(name, 0) + len(values)
+                failed[name] = failed.get(name, 0) + s.failures.get(name, 0)
+        for name, n in calls.items():
+            self.in_row[name] = self.in_row.get(name, 0) + 1 if n and failed[name] == n else 0
+            if self.in_row[name] >= self.limit:
+                raise self._error(name, step, generated)
+
+    def _error(self, name: str, step: int, generated: list[Scored]) -> UserError:
+        last = next(
+            (e["error"] for s in reversed(generated) for e in reversed(s.errors) if e["reward"] == name), ""
+        )
+        first = step - self.in_row[name] + 1
+        return UserError(
+            f"reward {name!r} failed on every call for {self.in_row[name]} steps in a row (steps {first}-{step}), "
+            f"so it scored nothing and the run stopped; its last error: {last}",
+            where=str(self.out / ERRORS_FILE),
+            fix="fix the reward function (every failure is in that file with its inputs), raise its timeout if "
+            "it timed out, or raise max_reward_failure_steps",
+        )
 
 
 def write_samples(path: Path, step: int, batch: Scored, advantages: torch.Tensor) -> None:
