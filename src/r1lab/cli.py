@@ -67,20 +67,37 @@ def run_recipe_cmd(
     overrides: Overrides = None,
     from_stage: Annotated[str | None, typer.Option("--from", help="rerun from this stage on")] = None,
 ) -> None:
-    """Run a multi-stage recipe (e.g. SFT then RL), evaluating the base model and every stage."""
-    from r1lab.pipeline import run_recipe
+    """Run a multi-stage recipe (e.g. SFT then RL), evaluating the base model and every stage; a recipe with an
+    `experiment:` section runs its arms and seeds instead (shared stages once) and writes report.html."""
+    from r1lab.experiments.engine import run_recipe_file
 
-    root = run_recipe(recipe, overrides, from_stage)
+    root = run_recipe_file(recipe, overrides, from_stage)
     console.print(f"[green]done[/green]: results in {root}")
 
 
 @app.command()
 def compare(recipe: Path, overrides: Overrides = None) -> None:
     """Run base vs SFT-only vs RL-only vs SFT→RL from an SFT→RL recipe; write results.md and report.html."""
-    from r1lab.compare import compare as run_compare
+    from r1lab.experiments.compare import compare as run_compare
 
     root = run_compare(recipe, overrides)
     console.print(f"[green]done[/green]: {root / 'results.md'} and {root / 'report.html'}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="an experiment's run folder, e.g. runs/quickstart")],
+) -> None:
+    """Re-render results.md, plots/ and report.html of an experiment from its run folder (nothing re-runs)."""
+    from r1lab.experiments.report import write_experiment_report
+
+    if not run_dir.is_dir():
+        raise UserError(
+            f"no run folder {str(run_dir)!r}", fix="give the folder `r1lab compare` or `r1lab run` wrote"
+        )
+    out = write_experiment_report(run_dir)
+    print(out.read_text())
+    console.print(f"[green]done[/green]: {out} and {run_dir / 'report.html'}")
 
 
 @models_app.command("pull")

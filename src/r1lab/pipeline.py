@@ -97,12 +97,22 @@ def resolve_stages(
                 fix=f"use `base` or one of: {', '.join(names) or '(no earlier stages)'}",
             )
         names.add(name)
-        entry["model"] = deep_merge(recipe.model.model_dump(), entry.get("model", {}))
-        entry["train"] = {**entry.get("train", {}), "output_dir": str(root / name)}
-        if recipe.task is not None:
-            entry = _task_defaults(entry, kind, recipe, files)
-        stages.append(Stage(name, validate(STAGE_KINDS[kind], entry, where), source_stage))
+        stages.append(Stage(name, stage_config(recipe, entry, root / name, files, where), source_stage))
     return stages
+
+
+def stage_config(
+    recipe: RecipeConfig, entry: dict[str, Any], output_dir: Path, files: dict[str, Path], where: str
+) -> SFTConfig | RLConfig:
+    """One stage entry (without name/input) validated as its kind's config: the recipe's model and task filled
+    in, training into `output_dir`."""
+    entry = dict(entry)
+    kind = entry.get("kind")
+    entry["model"] = deep_merge(recipe.model.model_dump(), entry.get("model", {}))
+    entry["train"] = {**entry.get("train", {}), "output_dir": str(output_dir)}
+    if recipe.task is not None:
+        entry = _task_defaults(entry, kind, recipe, files)
+    return validate(STAGE_KINDS[kind], entry, where)
 
 
 def _task_defaults(entry: dict[str, Any], kind: str, recipe: RecipeConfig, files: dict[str, Path]) -> dict:
@@ -208,20 +218,9 @@ def _rerun_from(from_stage: str, stages: list[Stage], state: PipelineState, root
 
 
 def _run_stage(stage: Stage, model_path: str, state: PipelineState) -> str:
-    from r1lab.stages.rl import run_rl
-    from r1lab.stages.sft import run_sft
-
-    if not _model_exists(model_path):
-        raise UserError(f"stage {stage.name!r}: its input model {model_path!r} does not exist")
-    cfg = stage.config.model_copy(deep=True)
-    cfg.model.path = model_path
-    cfg.train.resume = "auto"  # an interrupted stage continues from its newest checkpoint
-    console.rule(f"stage {stage.name} ({cfg.kind}) from {model_path}")
     state.data["stages"][stage.name] = {"status": "running", "input": model_path}
     state.save()
-    started = time.monotonic()
-    out = (run_sft if cfg.kind == "sft" else run_rl)(cfg)
-    seconds = round(time.monotonic() - started, 1)
+    out, seconds = train_stage(stage.name, stage.config, model_path)
     state.data["stages"][stage.name] = {
         "status": "complete",
         "input": model_path,
@@ -230,6 +229,22 @@ def _run_stage(stage: Stage, model_path: str, state: PipelineState) -> str:
     }
     state.save()
     return str(out)
+
+
+def train_stage(name: str, config: SFTConfig | RLConfig, model_path: str) -> tuple[Path, float]:
+    """Train one stage from `model_path`, resuming from its newest checkpoint; (its output model, seconds)."""
+    from r1lab.stages.rl import run_rl
+    from r1lab.stages.sft import run_sft
+
+    if not _model_exists(model_path):
+        raise UserError(f"stage {name!r}: its input model {model_path!r} does not exist")
+    cfg = config.model_copy(deep=True)
+    cfg.model.path = model_path
+    cfg.train.resume = "auto"  # an interrupted stage continues from its newest checkpoint
+    console.rule(f"stage {name} ({cfg.kind}) from {model_path}")
+    started = time.monotonic()
+    out = (run_sft if cfg.kind == "sft" else run_rl)(cfg)
+    return Path(out), round(time.monotonic() - started, 1)
 
 
 def _model_exists(spec: str) -> bool:

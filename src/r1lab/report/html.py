@@ -13,6 +13,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;ma
 table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.35rem .7rem;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.plots img{width:520px;border:1px solid #eee}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:.8rem}
 .sample{border:1px solid #ddd;border-radius:6px;padding:.6rem;margin:.5rem 0;background:#fafafa}
 pre{white-space:pre-wrap;margin:.3rem 0;font-size:.85rem}.meta{color:#666;font-size:.85rem}
 """
@@ -54,11 +55,18 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool)) and len(str(value)) < 80
 
 
-def render(title: str, table_md: str, plots: list[Path], samples: dict[str, Path], notes: str = "") -> str:
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(notes)}</p>" if notes else ""]
-    body += ["<h2>Results</h2>", markdown_table_to_html(table_md)]
-    body += ["<h2>Curves</h2><div class=plots>", *[image_tag(p) for p in plots], "</div>"]
-    body.append("<h2>Sample completions</h2>")
-    for arm, path in samples.items():
-        body += [f"<h3>{html.escape(arm)}</h3>", samples_html(path)]
-    return f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+def page(title: str, parts: list[str]) -> str:
+    """A whole self-contained page around already-rendered HTML parts."""
+    head = f"<meta charset=utf-8><title>{html.escape(title)}</title><style>{STYLE}</style>"
+    return f"<!doctype html><html><head>{head}</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>"
+
+
+def side_by_side(prompt: str, columns: dict[str, str]) -> str:
+    """One problem: its prompt, then each model's completion in its own column."""
+    cells = "".join(
+        f"<div><b>{html.escape(label)}</b><pre>{html.escape(text)}</pre></div>"
+        for label, text in columns.items()
+    )
+    return (
+        f"<div class=sample><b>prompt</b><pre>{html.escape(prompt)}</pre><div class=pair>{cells}</div></div>"
+    )

@@ -43,31 +43,65 @@ def curve_plot(
     return out
 
 
-def accuracy_bars(evals: dict[str, dict[str, Any]], out: Path) -> Path:
-    """Greedy accuracy per arm with its 95% Wilson interval as error bars."""
-    labels = list(evals)
-    acc = [100 * evals[a].get("accuracy", 0.0) for a in labels]
-    ci = [evals[a].get("accuracy_ci95") or (evals[a].get("accuracy", 0.0),) * 2 for a in labels]
+def interval_bars(
+    labels: list[str],
+    means: list[float],
+    intervals: list[tuple[float, float]],
+    per_seed: list[list[float]],
+    out: Path,
+) -> Path:
+    """Mean accuracy per arm (%) with its 95% interval as error bars and each seed's accuracy as a dot."""
+    acc = [100 * m for m in means]
     errors = [
-        [v - 100 * lo for v, (lo, _) in zip(acc, ci, strict=True)],
-        [100 * hi - v for v, (_, hi) in zip(acc, ci, strict=True)],
+        [max(0.0, v - 100 * lo) for v, (lo, _) in zip(acc, intervals, strict=True)],
+        [max(0.0, 100 * hi - v) for v, (_, hi) in zip(acc, intervals, strict=True)],
     ]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    bars = ax.bar(
-        labels, acc, yerr=errors, capsize=6, color=["#999", "#4c78a8", "#f58518", "#54a24b"][: len(labels)]
-    )
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 3.8))
+    colors = ["#999", "#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6"]
+    x = range(len(labels))
+    bars = ax.bar(x, acc, yerr=errors, capsize=6, color=[colors[i % len(colors)] for i in x])
+    for i, seeds in enumerate(per_seed):
+        if len(seeds) > 1:
+            ax.plot([i] * len(seeds), [100 * v for v in seeds], "k.", markersize=5, zorder=3)
     for bar, value in zip(bars, acc, strict=True):
         ax.annotate(
             f"{value:.1f}",
             (bar.get_x() + bar.get_width() / 2, value),
             ha="center",
             va="bottom",
-            xytext=(0, 3),
+            xytext=(8, 3),
             textcoords="offset points",
         )
-    ax.set_ylabel("accuracy % (95% CI)")
-    ax.set_title("held-out accuracy")
+    ax.set_xticks(
+        list(x), labels, rotation=20 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center"
+    )
+    ax.set_ylabel("accuracy % (95% interval)")
+    ax.set_title("held-out accuracy (dots: seeds)")
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def sweep_plot(key: str, points: list[tuple[Any, float, float, float]], out: Path) -> Path:
+    """Accuracy (%) against the swept value, with 95% intervals; a log x axis when the values span > 20x."""
+    numeric = all(isinstance(p[0], (int, float)) and not isinstance(p[0], bool) for p in points)
+    xs = [p[0] if numeric else i for i, p in enumerate(points)]
+    ys = [100 * p[1] for p in points]
+    low = [100 * (p[1] - p[2]) for p in points]
+    high = [100 * (p[3] - p[1]) for p in points]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=5, linewidth=1.5)
+    positive = numeric and min(xs) > 0
+    if positive and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(xs, [str(p[0]) for p in points])
+    ax.set_xlabel(key)
+    ax.set_ylabel("accuracy % (95% interval)")
+    ax.set_title(f"sweep over {key}")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

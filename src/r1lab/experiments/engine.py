@@ -1,0 +1,151 @@
+"""Run an experiment's plan: each node once (skipping finished ones, resuming an interrupted one from its newest
+checkpoint), then each arm's evaluation; record everything in `pipeline.json` and write the report.
+
+A node's folder holds `stage.json` (status, input model, output model, seconds, key); an evaluation's folder
+holds run_eval's results.json and samples.jsonl. `pipeline.json` is a readable index of both (stage and eval
+entries by name, and the arms) that `r1lab report` re-renders from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from r1lab.config import RecipeConfig, dump_config
+from r1lab.errors import UserError
+from r1lab.experiments.plan import Node, Plan, Run, build_plan, display_names
+from r1lab.experiments.spec import Experiment, parse_experiment
+from r1lab.pipeline import console, load_recipe, run_recipe, run_root, train_stage, write_task_files
+
+STATE = "pipeline.json"
+
+
+def run_recipe_file(
+    path: str | Path, overrides: list[str] | None = None, from_stage: str | None = None
+) -> Path:
+    """`r1lab run`: a recipe with an `experiment:` section runs as an experiment, any other as a pipeline."""
+    recipe = load_recipe(path, overrides)
+    if recipe.experiment is None:
+        return run_recipe(path, overrides, from_stage)
+    if from_stage is not None:
+        raise UserError(
+            "--from applies to a recipe without `experiment:`",
+            where=str(path),
+            fix="an experiment re-runs only the stages whose config changed: edit the stage instead",
+        )
+    return run_experiment(recipe, path)
+
+
+def run_experiment(recipe: RecipeConfig, source: Any, experiment: Experiment | None = None) -> Path:
+    """Plan (every mistake is raised here, before anything trains), run, and report; returns the run folder."""
+    from r1lab.experiments.report import write_experiment_report
+
+    exp = experiment or parse_experiment(recipe, recipe.experiment, source)
+    root = run_root(recipe)
+    root.mkdir(parents=True, exist_ok=True)
+    files = write_task_files(recipe, root)
+    plan = build_plan(recipe, exp, root, files, source)
+    dump_config(recipe, root / "recipe.yaml")
+    names = display_names(plan)
+    for run in plan.runs:
+        for key in run.chain:
+            ensure_stage(plan, plan.nodes[key], names[key])
+        ensure_eval(plan, run, names)
+        write_index(plan, names, recipe.name)
+    write_experiment_report(root)
+    return root
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def finished(node: Node) -> dict[str, Any] | None:
+    entry = read_json(node.dir / "stage.json")
+    if entry and entry.get("status") == "complete" and Path(entry["model"]).is_dir():
+        return entry
+    return None
+
+
+def model_of(plan: Plan, chain: list[str]) -> str:
+    if not chain:
+        return plan.base_model
+    entry = finished(plan.nodes[chain[-1]])
+    assert entry is not None, "a node is evaluated only after it trained"
+    return entry["model"]
+
+
+def ensure_stage(plan: Plan, node: Node, name: str) -> dict[str, Any]:
+    done = finished(node)
+    if done:
+        console.print(f"[dim]stage {name}: finished earlier, skipped[/dim]")
+        return done
+    source = plan.base_model if node.parent is None else finished(plan.nodes[node.parent])["model"]
+    node.dir.mkdir(parents=True, exist_ok=True)
+    entry = {"key": node.key, "name": node.name, "kind": node.config.kind, "seed": node.seed, "input": source}
+    write_json(node.dir / "stage.json", {**entry, "status": "running"})
+    out, seconds = train_stage(name, node.config, source)
+    entry |= {"status": "complete", "model": str(out), "seconds": seconds}
+    write_json(node.dir / "stage.json", entry)
+    return entry
+
+
+def ensure_eval(plan: Plan, run: Run, names: dict[str, str]) -> dict[str, Any]:
+    from r1lab.eval import run_eval
+
+    results = read_json(run.eval_dir / "results.json")
+    if results is not None:
+        return results
+    label = names[run.chain[-1]] if run.chain else "base"
+    console.rule(f"eval {label} ({run.arm.label}{'' if run.seed is None else f', seed {run.seed}'})")
+    return run_eval(model_of(plan, run.chain), plan.evaluation, run.eval_dir)
+
+
+def write_index(plan: Plan, names: dict[str, str], title: str) -> None:
+    """Merge this experiment's stages, evaluations and arms into pipeline.json (other entries are kept)."""
+    path = plan.root / STATE
+    data = read_json(path) or {}
+    stages, evals = data.setdefault("stages", {}), data.setdefault("evals", {})
+    for key, node in plan.nodes.items():
+        entry = read_json(node.dir / "stage.json")
+        if entry:
+            stages[names[key]] = {**entry, "dir": str(node.dir)}
+    arms = []
+    for arm in plan.experiment.arms:
+        runs = []
+        for run in (r for r in plan.runs if r.arm is arm):
+            results = read_json(run.eval_dir / "results.json")
+            label = names[run.chain[-1]] if run.chain else "base"
+            if results is not None:
+                evals[label] = results
+            runs.append(
+                {
+                    "seed": run.seed,
+                    "stage": label,
+                    "chain": [str(plan.nodes[k].dir) for k in run.chain],
+                    "eval_dir": str(run.eval_dir),
+                }
+            )
+        arms.append(
+            {
+                "label": arm.label,
+                "stages": arm.path,
+                "sweep": {"key": arm.sweep[0], "value": arm.sweep[1]} if arm.sweep else None,
+                "runs": runs,
+            }
+        )
+    data["experiment"] = {
+        "name": title,
+        "baseline": plan.experiment.baseline,
+        "seeds": plan.experiment.seeds,
+        "arms": arms,
+    }
+    write_json(path, data)

@@ -1,0 +1,140 @@
+"""Experiments end to end through the CLI on the tiny model: arms, seeds, shared stages trained once, a changed
+key re-running only what depends on it, a sweep, an interrupted experiment resuming, `r1lab report`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from test_recipe_cli import STAGES, r1lab  # the tiny SFT and RL stages, the CLI runner
+
+SFT, RL = STAGES
+ARMS = [
+    {"label": "base", "stages": []},
+    {"label": "SFT-only", "stages": ["sft"]},
+    {"label": "SFT→RL", "stages": ["sft", "rl"]},
+]
+
+
+def recipe(tmp_path: Path, model_dir: Path, stages=(SFT, RL), **experiment) -> Path:
+    data = {
+        "name": "tiny-exp",
+        "output_dir": str(tmp_path / "run"),
+        "model": {"path": str(model_dir)},
+        "task": {"name": "addition", "train_size": 48, "test_size": 12, "options": {"digits": 2}},
+        "eval": {"max_new_tokens": 16, "batch_size": 16},
+        "stages": list(stages),
+        "experiment": {"arms": ARMS, **experiment},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def trained(stderr: str, kind: str) -> int:
+    """How many stages of this kind the run trained (each prints `stage NAME (KIND) from ...`)."""
+    return stderr.count(f"({kind}) from")
+
+
+def test_seeded_experiment_shares_stages_reruns_only_what_changed_and_rerenders(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, baseline="SFT-only", seeds=[0, 1])
+    first = r1lab("run", str(path))
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "run"
+    folders = sorted(p.name.split("-")[0] for p in (run / "stages").iterdir())
+    assert folders == ["rl", "rl", "sft", "sft"]  # one SFT per seed, shared by SFT-only and SFT→RL
+    assert (trained(first.stderr, "sft"), trained(first.stderr, "rl")) == (2, 2)
+    assert len(list((run / "evals").iterdir())) == 5  # base once, SFT-only and SFT→RL per seed
+
+    state = json.loads((run / "pipeline.json").read_text())
+    arms = {a["label"]: a for a in state["experiment"]["arms"]}
+    assert [r["seed"] for r in arms["SFT→RL"]["runs"]] == [0, 1]
+    assert state["stages"]["rl@seed1"]["input"] == state["stages"]["sft@seed1"]["model"]
+    sft_config = yaml.safe_load((Path(arms["SFT→RL"]["runs"][1]["chain"][0]) / "config.yaml").read_text())
+    assert sft_config["train"]["seed"] == 1
+
+    table = (run / "results.md").read_text()
+    for label in ("base", "SFT-only", "SFT→RL"):
+        assert f"| {label} |" in table
+    assert "Δ vs SFT-only" in table and "(baseline)" in table and "McNemar" in table and "Holm" in table
+    assert "## Per seed" in table and "## Where they differ" in table
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3
+    assert "http://" not in page and "https://" not in page
+
+    again = r1lab("run", str(path))  # everything finished: nothing trains or evaluates again
+    assert again.returncode == 0, again.stderr
+    assert trained(again.stderr, "sft") + trained(again.stderr, "rl") == 0
+    assert "eval " not in again.stderr.replace("finished earlier", "")
+
+    (run / "results.md").unlink()
+    (run / "report.html").unlink()
+    shown = r1lab("report", str(run))
+    assert shown.returncode == 0, shown.stderr
+    assert (run / "results.md").read_text() == table
+    assert "| SFT→RL |" in shown.stdout and (run / "report.html").is_file()
+
+    changed = recipe(
+        tmp_path, tiny_model_dir, (SFT, {**RL, "optim": {"lr": 5e-4}}), baseline="SFT-only", seeds=[0, 1]
+    )
+    third = r1lab("run", str(changed))
+    assert third.returncode == 0, third.stderr
+    assert (trained(third.stderr, "sft"), trained(third.stderr, "rl")) == (0, 2)  # only the RL stages re-run
+    assert len(list((run / "stages").iterdir())) == 6
+
+
+def test_sweep_expands_into_one_arm_per_value_with_a_plot(tmp_path, tiny_model_dir):
+    arms = [{"label": "SFT", "stages": ["sft"], "sweep": {"key": "sft.optim.lr", "values": [1e-3, 3e-3]}}]
+    data = yaml.safe_load(recipe(tmp_path, tiny_model_dir, stages=(SFT,)).read_text())
+    data["experiment"] = {"arms": [ARMS[0], *arms]}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    result = r1lab("run", str(path))
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    assert trained(result.stderr, "sft") == 2
+    table = (run / "results.md").read_text()
+    assert "| SFT lr=0.001 |" in table and "| SFT lr=0.003 |" in table
+    assert "## Sweep over `sft.optim.lr`" in table
+    assert (run / "plots" / "sweep-0.png").stat().st_size > 1000
+
+
+def test_an_interrupted_experiment_resumes_the_stage_it_was_in(tmp_path, tiny_model_dir):
+    long_sft = {**SFT, "train": {"max_steps": 400, "batch_size": 8, "save_every": 5}}
+    path = recipe(tmp_path, tiny_model_dir, stages=(long_sft,))
+    data = yaml.safe_load(path.read_text())
+    data["experiment"]["arms"] = ARMS[:2]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "r1lab.cli", "run", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    checkpoints: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        checkpoints = list((tmp_path / "run").glob("stages/sft-*/checkpoints/step-*"))
+        if checkpoints:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoints, "the SFT stage wrote no checkpoint before the deadline"
+    stage = checkpoints[0].parents[1]
+    assert json.loads((stage / "stage.json").read_text())["status"] == "running"
+    assert not (stage / "final").exists()
+
+    resumed = r1lab("run", str(path))
+    assert resumed.returncode == 0, resumed.stderr
+    printed = "".join(resumed.stderr.split())  # rich wraps long paths
+    assert f"resumingfrom{checkpoints[0].parent}/step-" in printed
+    assert [p.name for p in (tmp_path / "run" / "stages").iterdir()] == [stage.name]  # the same stage folder
+    assert json.loads((stage / "stage.json").read_text())["status"] == "complete"
+    assert "| SFT-only |" in (tmp_path / "run" / "results.md").read_text()
