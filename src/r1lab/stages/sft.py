@@ -23,6 +23,7 @@ from r1lab.data import build_sft_dataset, collate
 from r1lab.errors import UserError
 from r1lab.models import load_model, save_model
 from r1lab.training.accel import build_accelerator, seed_everything
+from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import (
     find_latest_checkpoint,
     load_checkpoint,
@@ -41,6 +42,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     Returns the folder a next stage should load: `final/`, or `final/merged` for LoRA with merge_on_save.
     """
     train = cfg.train
+    require_backends(train.report_to)
     out = ensure_writable(train.output_dir)
     accelerator, precision = build_accelerator(train, cfg.model)
     main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
@@ -66,7 +68,14 @@ def run_sft(cfg: SFTConfig) -> Path:
             f"sft: {len(dataset)} examples ({dataset.stats}), {total} steps of {global_batch} sequences, "
             f"{world} process(es), precision {precision}"
         )
-    tracker = Tracker(out, enabled=main, total_steps=total, start_step=start, report_to=train.report_to)
+    tracker = Tracker(
+        out,
+        enabled=main,
+        total_steps=total,
+        start_step=start,
+        report_to=train.report_to,
+        config=cfg.model_dump(mode="json"),
+    )
 
     saved = [start]  # steps with a checkpoint on disk (no per-rank file check: ranks must agree without I/O)
 

@@ -1,6 +1,8 @@
-"""Run logging: `metrics.jsonl` always, a rich progress bar with ETA, TensorBoard when asked for and installed.
+"""Run logging: `metrics.jsonl` always, a rich progress bar with ETA, and the `report_to` backends
+(TensorBoard, W&B, MLflow, trackio: see `backends.py`).
 
-Only the main process writes or draws; on other ranks every method is a no-op, so a loop calls them freely.
+Only the main process writes, draws or starts a backend; on other ranks every method is a no-op, so a loop
+calls them freely.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from r1lab.training.backends import Backend, open_backend
+
 console = Console(stderr=True)
 
 
@@ -28,7 +32,8 @@ class Tracker:
     """Log metrics per step and show progress.
 
     `start_step` > 0 means a resumed run: lines of `metrics.jsonl` past that step (written after the
-    checkpoint we resume from) are dropped so the file reads as one continuous run.
+    checkpoint we resume from) are dropped so the file reads as one continuous run. `config` (the resolved
+    config as plain data) goes to every backend as its run config / params.
     """
 
     def __init__(
@@ -41,24 +46,20 @@ class Tracker:
         report_to: list[str] | None = None,
         key_metric: str = "loss",
         description: str = "train",
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.enabled = enabled
         self.key_metric = key_metric
         self.path = Path(output_dir) / "metrics.jsonl"
-        self._tb: Any = None
+        self._backends: list[Backend] = []
         self._progress: Progress | None = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._truncate_after(start_step)
         self._file = self.path.open("a")
-        for backend in report_to or []:
-            if backend == "tensorboard":
-                self._tb = _tensorboard_writer(Path(output_dir) / "tensorboard")
-            else:
-                console.print(
-                    f"[yellow]report_to: {backend!r} is not supported yet; metrics.jsonl only[/yellow]"
-                )
+        for name in dict.fromkeys(report_to or []):
+            self._backends.append(open_backend(name, Path(output_dir), config, resumed=start_step > 0))
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -74,16 +75,17 @@ class Tracker:
         self._progress.start()
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Append one record to metrics.jsonl (and TensorBoard) and show the key metric."""
+        """Append one record to metrics.jsonl (and the backends: finite numbers only) and show the key metric."""
         if not self.enabled:
             return
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}, "time": round(time.time(), 3)}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self._tb is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+        if self._backends:
+            scalars = {k: float(v) for k, v in record.items() if k != "step" and _finite_number(v)}
+            scalars.pop("time")
+            for backend in self._backends:
+                backend.log(step, scalars)
         if self._progress is not None and self.key_metric in metrics:
             self._progress.update(self._task, metric=f"{self.key_metric} {metrics[self.key_metric]:.4f}")
 
@@ -99,8 +101,9 @@ class Tracker:
             self._progress.stop()
             self._progress = None
         self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        for backend in self._backends:
+            backend.close()
+        self._backends = []
 
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
@@ -114,13 +117,8 @@ class Tracker:
         self.path.write_text("".join(line + "\n" for line in kept))
 
 
-def _tensorboard_writer(log_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        console.print("[yellow]report_to: tensorboard is not installed (pip install tensorboard)[/yellow]")
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:
