@@ -109,6 +109,10 @@ class SFTConfig(Strict):
     def _stage_defaults(cls, data: Any) -> Any:
         return stage_defaults(cls, data)
 
+    @model_validator(mode="after")
+    def _eval_needs_held_out(self) -> Any:
+        return needs_held_out(self)
+
 
 class RolloutConfig(Strict):
     engine: Literal["hf", "vllm"] = "hf"
@@ -180,6 +184,10 @@ class RLConfig(Strict):
     def _stage_defaults(cls, data: Any) -> Any:
         return stage_defaults(cls, data)
 
+    @model_validator(mode="after")
+    def _eval_needs_held_out(self) -> Any:
+        return needs_held_out(self)
+
     @field_validator("rollout")
     @classmethod
     def _no_vllm_yet(cls, rollout: RolloutConfig) -> RolloutConfig:
@@ -191,7 +199,47 @@ class RLConfig(Strict):
                 "so training would sample from the initial policy; tracked in the engine issue): "
                 "set rollout.engine: hf"
             )
+        if rollout.gpu_memory_utilization != RolloutConfig.model_fields["gpu_memory_utilization"].default:
+            raise ValueError(
+                "rollout.gpu_memory_utilization is read only by the vllm engine, which RL does not support "
+                "yet: remove it"
+            )
         return rollout
+
+    @field_validator("train")
+    @classmethod
+    def _no_grad_accum(cls, train: TrainConfig) -> TrainConfig:
+        if train.grad_accum != 1:  # the micro-batches follow from the generation batch
+            raise ValueError(
+                f"train.grad_accum is {train.grad_accum}, but RL does not use it: one step updates on its "
+                "whole generation batch (prompts_per_step x rollout.n rows) split into micro-batches of "
+                "train.batch_size; remove train.grad_accum (set train.batch_size for the memory per forward)"
+            )
+        return train
+
+    @field_validator("data")
+    @classmethod
+    def _prompts_are_dropped_not_cut(cls, data: DataConfig) -> DataConfig:
+        # a cut question has no right answer: RL drops prompts longer than data.max_length (and counts them)
+        if "overlong" not in data.model_fields_set:
+            return data.model_copy(update={"overlong": "drop"})
+        if data.overlong != "drop":
+            raise ValueError(
+                f"data.overlong is {data.overlong!r}, but RL never cuts a prompt (a cut question has no "
+                "right answer): prompts longer than data.max_length are dropped and counted; set "
+                "data.overlong: drop (the RL default) or raise data.max_length"
+            )
+        return data
+
+
+def needs_held_out(cfg: Any) -> Any:
+    """train.eval_every evaluates on held-out data: without any it would be silently ignored."""
+    if cfg.train.eval_every and not (cfg.data.eval_path or cfg.data.eval_fraction):
+        raise ValueError(
+            "train.eval_every is set but nothing is held out to evaluate on: set data.eval_path or "
+            "data.eval_fraction, or remove train.eval_every"
+        )
+    return cfg
 
 
 def stage_defaults(cls: type[BaseModel], data: Any) -> Any:

@@ -75,10 +75,11 @@ def test_override_syntax_errors():
         apply_overrides({"optim": {"lr": 1}}, ["optim.lr.x=2"])
 
 
-def test_resolved_config_roundtrips(tmp_path):
-    cfg = SFTConfig(data={"path": "x.jsonl"})
+@pytest.mark.parametrize("kind", [SFTConfig, RLConfig])
+def test_resolved_config_roundtrips(tmp_path, kind):
+    cfg = kind(data={"path": "x.jsonl"})
     dump_config(cfg, tmp_path / "config.yaml")
-    again = load_config(SFTConfig, tmp_path / "config.yaml")
+    again = load_config(kind, tmp_path / "config.yaml")
     assert again == cfg
 
 

@@ -293,3 +293,62 @@ def test_logged_lr_is_the_one_the_update_used(tmp_path, tiny_model_dir):
     )
     run_rl(cfg)
     assert [m["lr"] for m in read_metrics(tmp_path / "run")] == pytest.approx([1e-3, 5e-4])
+
+
+def _eval_records(run_dir) -> list[dict]:
+    return [m for m in read_metrics(run_dir) if "eval/accuracy" in m]
+
+
+def test_periodic_eval_on_an_eval_file_logs_greedy_accuracy(tmp_path, tiny_model_dir):
+    """data.eval_path: every eval_every steps and after the last, greedy accuracy on the held-out prompts.
+    Two of the four answers are "" (always contained: correct) and two a string the model never writes."""
+    held = tmp_path / "held.jsonl"
+    answers = ["", "@@never@@", "", "@@never@@"]
+    held.write_text(
+        "".join(json.dumps({"prompt": f"Say {i}.", "answer": a}) + "\n" for i, a in enumerate(answers))
+    )
+    cfg = rl_config(
+        tmp_path,
+        tiny_model_dir,
+        {"data": {"eval_path": str(held)}, "train": {"max_steps": 3, "eval_every": 2}},
+    )
+    run_rl(cfg)
+    evals = _eval_records(tmp_path / "run")
+    assert [m["step"] for m in evals] == [2, 3]  # periodic (step 2) and final (step 3)
+    for m in evals:
+        assert m["eval/accuracy"] == 0.5 and m["eval/mean_reward"] == 0.5 and m["eval/num_problems"] == 4
+        assert m["eval/accuracy_ci95_low"] < 0.5 < m["eval/accuracy_ci95_high"]
+
+
+def test_eval_fraction_holds_prompts_out_and_evaluates_the_current_policy(tmp_path, tiny_model_dir):
+    """data.eval_fraction: the held-out prompts are never trained on, and the final eval is what `r1lab eval`
+    gives for the final model on those prompts (the dense length reward tells different weights apart)."""
+    from r1lab.config import EvalConfig, RewardSpec
+    from r1lab.data.splits import train_eval_records
+    from r1lab.eval import run_eval
+
+    length = _length_reward(tmp_path, tiny_model_dir)
+    cfg = rl_config(
+        tmp_path,
+        tiny_model_dir,
+        {
+            "rewards": [{"name": length}],
+            "data": {"eval_fraction": 0.25},
+            "optim": {"lr": 5e-2},
+            "train": {"max_steps": 4, "eval_every": 2},
+        },
+    )
+    final = run_rl(cfg)
+    _, held = train_eval_records(cfg.data, cfg.train.seed)
+    assert len(held) == 2
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert samples and not {s["prompt"] for s in samples} & {r["prompt"] for r in held}
+    evals = _eval_records(tmp_path / "run")
+    assert [m["step"] for m in evals] == [2, 4] and evals[-1]["eval/num_problems"] == 2
+    held_file = tmp_path / "held.jsonl"
+    held_file.write_text("".join(json.dumps(r) + "\n" for r in held))
+    eval_cfg = EvalConfig(data=str(held_file), rewards=[RewardSpec(name=length)], max_new_tokens=8)
+    direct = run_eval(str(final), eval_cfg)
+    assert evals[-1]["eval/mean_reward"] == pytest.approx(direct["mean_reward"])
+    assert evals[-1]["eval/mean_length"] == pytest.approx(direct["mean_length"])
+    assert direct["mean_reward"] != pytest.approx(run_eval(str(tiny_model_dir), eval_cfg)["mean_reward"])

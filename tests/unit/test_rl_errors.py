@@ -141,3 +141,32 @@ def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path, tiny_model_dir):
     (step / "trainer_state.json").write_text("{}")
     (step / "trainer_state.pt").write_bytes(b"")
     _fails(cfg, "already holds checkpoints", "--resume")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "phrase"),
+    [
+        ({"train": {"grad_accum": 2}}, "train.grad_accum", "RL does not use it"),
+        ({"data": {"overlong": "truncate"}}, "data.overlong", "RL never cuts a prompt"),
+        ({"train": {"eval_every": 2}}, "train.eval_every", "nothing is held out"),
+        ({"rollout": {"gpu_memory_utilization": 0.3}}, "rollout.gpu_memory_utilization", "vllm engine"),
+    ],
+)
+def test_keys_rl_would_ignore_are_refused(tmp_path, tiny_model_dir, overrides, key, phrase):
+    """A key RL accepted and then ignored: refused with the key named (each used to be accepted silently)."""
+    with pytest.raises(UserError) as info:
+        rl_config(tmp_path, tiny_model_dir, overrides)
+    text = info.value.render()
+    assert key in text and phrase in text, text
+
+
+def test_long_prompts_are_dropped_by_default_and_counted(tmp_path, tiny_model_dir, capsys):
+    cfg = rl_config(tmp_path, tiny_model_dir, {"train": {"max_steps": 1}})
+    assert cfg.data.overlong == "drop"  # RL's default: a cut question has no right answer
+    data = tmp_path / "mixed.jsonl"
+    long = "Write about " + "a very long topic " * 40 + "0."
+    rows = [long, "Write about a fox 1.", "Write about a dog 2.", long]
+    data.write_text("".join(json.dumps({"prompt": p, "answer": "7"}) + "\n" for p in rows))
+    cfg.data = cfg.data.model_copy(update={"path": str(data), "max_length": 64})
+    run_rl(cfg)
+    assert "train: 2 prompts (2 longer than 64 tokens dropped)" in capsys.readouterr().err

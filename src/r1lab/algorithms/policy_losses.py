@@ -57,7 +57,7 @@ LOSS_AGGS: Registry[Aggregation] = Registry("loss aggregation")
 
 @LOSS_AGGS.register("seq_mean_token_mean")
 def seq_mean_token_mean(per_token: Tensor, mask: Tensor, totals: LossTotals) -> Tensor:
-    """Mean over sequences of the per-sequence token mean (DeepSeekMath GRPO): Σ_seq (Σ_t L m / Σ_t m) / sequences."""
+    """Mean over sequences of the per-sequence token mean (DeepSeekMath GRPO): Σ_seq (Σ_t L m / Σ_t m) / S."""
     per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     return per_seq.sum() / max(totals.sequences, 1.0)
 
@@ -84,7 +84,7 @@ POLICY_LOSSES: Registry[Objective] = Registry("policy loss")
 def ppo_clip(
     logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: float, eps_high: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """L_t = -min(ρ_t A, clip(ρ_t, 1-eps_low, 1+eps_high) A), ρ_t = exp(logp - old_logp) (PPO / GRPO / DAPO)."""
+    """L_t = -min(ρ_t A, clip(ρ_t, 1-eps_low, 1+eps_high) A), ρ_t = exp(logp - old_logp) (PPO, GRPO, DAPO)."""
     # clamp keeps exp() finite for wildly off-policy tokens (their gradient is clipped or tiny anyway)
     log_ratio = (logp - old_logp.detach()).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = torch.exp(log_ratio)

@@ -47,6 +47,7 @@ from r1lab.stages.rl_batch import (
     select_rows,
 )
 from r1lab.stages.rl_checks import check_before_rollout, check_names, resume_point
+from r1lab.stages.rl_eval import evaluate_policy
 from r1lab.stages.rl_forward import completion_logprobs
 from r1lab.stages.rl_log import (
     RewardFailureStop,
@@ -92,7 +93,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     from r1lab.training.interrupt import StopFlag, StopRequested
     from r1lab.training.optim import build_optimizer, build_scheduler
     from r1lab.training.rundir import ensure_writable, write_state
-    from r1lab.training.tracking import Tracker
+    from r1lab.training.tracking import Tracker, console
 
     out = ensure_writable(cfg.train.output_dir)
     accelerator, _ = build_accelerator(cfg.train, cfg.model)
@@ -119,6 +120,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         dump_config(cfg, out / "config.yaml")
         write_state(out, "running", step=step, total_steps=total_steps)
         drop_samples_after(out / "samples.jsonl", step)
+        console.print(f"rl: {_prompt_counts(prompts, cfg)}")
     order = prompt_order(len(prompts), cfg.train.seed, cfg.data.shuffle)
     tracker = Tracker(
         out,
@@ -194,6 +196,9 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                     checkpoint()
                     if main:
                         write_state(out, "running", step=step, total_steps=total_steps)
+                every = cfg.train.eval_every  # (the config refuses it without held-out prompts)
+                if prompts.eval is not None and every and step % every == 0 and step < total_steps:
+                    tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
                 stop.check(accelerator)
     except BaseException as stopped:
         tracker.close()
@@ -202,6 +207,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         if main:
             write_state(out, "interrupted", step=step, total_steps=total_steps)
         raise
+    if prompts.eval is not None:  # and always after the last step
+        tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
     tracker.close()
     checkpoint()
     final = None
@@ -245,9 +252,9 @@ def sample_batch(
 
 
 class Reference:
-    """Reference log-probs for the KL term: a frozen copy of the policy's initial weights on the policy's device
-    (build it after `accelerator.prepare` has moved the policy), or for LoRA the policy itself with its adapters
-    switched off (no second copy of the weights)."""
+    """Reference log-probs for the KL term: a frozen copy of the policy's initial weights on the policy's
+    device (build it after `accelerator.prepare` has moved the policy), or for LoRA the policy itself with its
+    adapters switched off (no second copy of the weights)."""
 
     def __init__(self, policy: torch.nn.Module, lora: bool) -> None:
         self.lora = lora
@@ -259,8 +266,19 @@ class Reference:
 
 
 def make_reference(policy: torch.nn.Module, cfg: RLConfig) -> Reference | None:
-    """The reference for `cfg`, from the prepared (unwrapped) policy; None when beta == 0 (nothing is loaded)."""
+    """The reference for `cfg`, from the prepared (unwrapped) policy; None when beta == 0 (nothing loaded)."""
     return Reference(policy, cfg.model.lora is not None) if cfg.algorithm.beta > 0 else None
+
+
+def _prompt_counts(prompts: Any, cfg: RLConfig) -> str:
+    """'N prompts (M longer than data.max_length dropped)', and the same for the held-out eval prompts."""
+
+    def counts(part: Any) -> str:
+        dropped = part.stats["dropped"]
+        return f"{part.stats['kept']} prompts ({dropped} longer than {cfg.data.max_length} tokens dropped)"
+
+    held = f"; eval: {counts(prompts.eval)}" if prompts.eval is not None else ""
+    return f"train: {counts(prompts)}{held}"
 
 
 def _concat(a: Scored, b: Scored) -> Scored:

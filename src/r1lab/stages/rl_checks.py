@@ -44,30 +44,37 @@ def check_names(cfg: RLConfig) -> None:
         )
 
 
-def check_before_rollout(cfg: RLConfig, runner: Any, tokenizer: Any, model: Any) -> list[Any]:
-    """Load the prompts and check them against the rewards and the model; returns the prompts."""
+def check_before_rollout(cfg: RLConfig, runner: Any, tokenizer: Any, model: Any) -> Any:
+    """Load the prompts (and the held-out eval prompts, `.eval`, when data.eval_path or data.eval_fraction is
+    set) and check them against the rewards and the model; returns the PromptDataset."""
     from r1lab.data import build_prompt_dataset
 
-    prompts = build_prompt_dataset(cfg.data, tokenizer)
+    prompts = build_prompt_dataset(cfg.data, tokenizer, seed=cfg.train.seed)
     if not prompts:
         raise UserError(
             "the prompt dataset is empty", where=f"data.path = {cfg.data.path}", fix="check the file"
         )
-    available = set.intersection(*(set(p.columns) for p in prompts))
-    runner.check_columns(available)
     context = _context_length(model)
-    budget = cfg.rollout.max_new_tokens
+    sets = [(prompts, cfg.data.path)]
+    if prompts.eval is not None:
+        sets.append((prompts.eval, cfg.data.eval_path or f"{cfg.data.path} (data.eval_fraction)"))
+    for part, source in sets:
+        runner.check_columns(set.intersection(*(set(p.columns) for p in part)))
+        _check_fits(part, source, cfg.rollout.max_new_tokens, context)
+    probe_rewards(runner, prompts[0])
+    return prompts
+
+
+def _check_fits(prompts: list[Any], source: str, budget: int, context: int | None) -> None:
     for i, p in enumerate(prompts):
         if context is not None and len(p.prompt_ids) + budget > context:
             raise UserError(
                 f"prompt {i} has {len(p.prompt_ids)} tokens; with rollout.max_new_tokens={budget} it does not "
                 f"fit the model's context of {context} tokens",
-                where=f"{cfg.data.path}: record {i} (after templating)",
+                where=f"{source}: record {i} (after templating)",
                 fix="shorten or drop that prompt, lower rollout.max_new_tokens, or lower data.max_length so "
-                "long prompts are cut",
+                "long prompts are dropped (and counted)",
             )
-    probe_rewards(runner, prompts[0])
-    return prompts
 
 
 def probe_rewards(runner: Any, prompt: Any) -> None:
