@@ -41,7 +41,8 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir, monkeypatch, micro_ba
         "rollout": {"n": 3, "max_new_tokens": 8, "batch_size": 1, "stop": ["e", "o"]},
         "prompts_per_step": 3,
         "optim": {"lr": 1e-2},
-        "train": {"max_steps": 3, "batch_size": micro_batch},
+        "train": {"max_steps": 3, "batch_size": micro_batch, "eval_every": 2},
+        "data": {"eval_fraction": 0.25},  # 2 held-out prompts: each rank evaluates one
     }
     entry = ["-m", "r1lab.cli"]
     if bucket_overhead is not None:
@@ -78,12 +79,19 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir, monkeypatch, micro_ba
         raise
     assert child.returncode == 0, stderr[-3000:]
 
-    m1, m2 = read_metrics(tmp_path / "one" / "run"), read_metrics(tmp_path / "two" / "run")
+    r1, r2 = read_metrics(tmp_path / "one" / "run"), read_metrics(tmp_path / "two" / "run")
+    m1, m2 = [m for m in r1 if "reward/mean" in m], [m for m in r2 if "reward/mean" in m]
     # the same completions and rewards, gathered from both ranks
     assert [m["reward/mean"] for m in m1] == [m["reward/mean"] for m in m2]
     assert [m["tokens_trained"] for m in m1] == [m["tokens_trained"] for m in m2]
     for a, b in zip(m1, m2, strict=True):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    # the periodic eval (step 2) and the final one (step 3) gather both ranks' shares
+    e1, e2 = [m for m in r1 if "eval/accuracy" in m], [m for m in r2 if "eval/accuracy" in m]
+    assert [m["step"] for m in e1] == [m["step"] for m in e2] == [2, 3]
+    for a, b in zip(e1, e2, strict=True):
+        assert a["eval/num_problems"] == b["eval/num_problems"] == 2
+        assert a["eval/mean_reward"] == pytest.approx(b["eval/mean_reward"], abs=1e-6)
     # Adam turns float-rounding differences of tiny gradients (summation order differs) into differences of
     # up to ~1e-3 of a step; each weight moved by ~3e-2 (3 steps of lr 1e-2), so 1e-4 tells a real mismatch
     w0, w1 = weights(tiny_model_dir), weights(tmp_path / "one" / "run" / "final")
