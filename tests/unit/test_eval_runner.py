@@ -149,6 +149,7 @@ def test_reward_failures_are_counted_written_and_printed(tiny_model_dir, tmp_pat
     assert sorted(e["completion"] for e in errors) == sorted(s["completion"] for s in samples)
     assert {e["error"] for e in errors} == {f"KeyError: \"no gold for 'say {i}'\"" for i in range(3)}
     assert all(s["reward_failures"] == ["boom"] for s in samples)
+    assert "failed reward calls: boom 9" in (tmp_path / "out" / "results.md").read_text()
     printed = " ".join(capsys.readouterr().err.split())
     assert printed.count("reward 'boom' failed") == 1 and "KeyError" in printed
     assert "'boom' 9 failed calls" in printed

@@ -62,5 +62,9 @@ def results_markdown(result: Mapping[str, Any]) -> str:
     settings = [f"rewards: {', '.join(result.get('rewards', []))}"]
     if "n" in result:
         settings.append(f"samples per problem: {result['n']} at temperature {result['temperature']}")
+    failed = {label: n for label, n in result.get("reward_failures", {}).items() if n}
+    if failed:
+        counts = ", ".join(f"{label} {n}" for label, n in failed.items())
+        settings.append(f"failed reward calls: {counts} (each with its inputs in reward_errors.jsonl)")
     settings.append("intervals: 95% Wilson score; accuracy is greedy decoding")
     return "\n\n".join([title, results_table({"model": result}), "\n".join(f"- {s}" for s in settings)])
