@@ -2,18 +2,23 @@
 
 One readable loop; the pieces live in `rl_batch.py` (rollout + scoring + gather across ranks, the micro-batch
 update), `rl_forward.py` (the policy forward, each prompt run once for its G completions), `rl_log.py`
-(metrics.jsonl records, samples.jsonl) and `rl_checks.py` (everything that can be wrong with the input,
-checked before the first rollout).
+(metrics.jsonl records, samples.jsonl), `rl_eval.py` (greedy eval on the held-out prompts) and
+`rl_checks.py` (everything that can be wrong with the input, checked before the first rollout).
 
 Choices worth knowing:
 - pi_old is the rollout policy: its log-probs come with the rollouts and are never recomputed. With mu == 1
   the ratio is 1 up to numerics (the update forward vs the decode forward), so the clip never bites and the
   gradient is -A * grad(logp); with mu > 1 the same rollout log-probs stay pi_old for every update.
 - A "step" is one generation batch; it makes `algorithm.mu` optimizer updates. `train.batch_size` is the
-  micro-batch (sequences per forward) and `train.grad_accum` is not used: the number of micro-batches
+  micro-batch (sequences per forward); `train.grad_accum` is refused (RLConfig): the number of micro-batches
   follows from the generation batch (prompts_per_step x G rows across all processes).
-- The reference model (beta > 0) is a frozen copy of the initial weights, or for LoRA the same model with its
-  adapters disabled. beta == 0 loads no reference at all.
+- The reference model (beta > 0) is a frozen copy of the initial weights, made after `accelerator.prepare`
+  (on the policy's device), or for LoRA the same model with its adapters disabled. beta == 0 loads none.
+- After each step's updates the engine is sent the weights (`engine.update_weights`; the HF engine shares
+  them, so only an engine with its own copy does any work).
+- Prompts longer than data.max_length are dropped and counted (never cut). With data.eval_path or
+  data.eval_fraction the held-out prompts are evaluated (greedy, the run's rewards) every train.eval_every
+  steps and after the last one, logged as `eval/*` in metrics.jsonl.
 - Generation is seeded per generate call from (train.seed, prompt position), so a resumed run and a run on a
   different number of processes draw the same samples for the same prompts.
 - A step whose loss or gradient is NaN/inf makes no update, writes no checkpoint and is counted
@@ -86,6 +91,7 @@ def run_rl(cfg: RLConfig) -> Path:
 
 
 def _train(cfg: RLConfig, runner: Any) -> Path:
+    from r1lab.data import read_prompt_data
     from r1lab.models import load_model, save_model
     from r1lab.rollout import make_engine
     from r1lab.training.accel import build_accelerator, seed_everything
@@ -99,8 +105,9 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     accelerator, _ = build_accelerator(cfg.train, cfg.model)
     main = accelerator.is_main_process
     seed_everything(cfg.train.seed)
+    read = read_prompt_data(cfg.data, seed=cfg.train.seed)  # a data mistake shows before any model loads
     model, tokenizer = load_model(cfg.model, trainable=True)
-    prompts = check_before_rollout(cfg, runner, tokenizer, model)
+    prompts = check_before_rollout(cfg, runner, tokenizer, model, read=read)
     resume_from = resume_point(cfg, out)
 
     optimizer = build_optimizer(model, cfg.optim)
@@ -117,6 +124,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         meta = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
         step, position, skipped = meta["step"], meta["prompt_position"], meta.get("skipped_steps", 0)
     if main:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty run folder
         dump_config(cfg, out / "config.yaml")
         write_state(out, "running", step=step, total_steps=total_steps)
         drop_samples_after(out / "samples.jsonl", step)
