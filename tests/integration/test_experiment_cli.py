@@ -15,6 +15,9 @@ import yaml
 from test_recipe_cli import STAGES, r1lab  # the tiny SFT and RL stages, the CLI runner
 
 SFT, RL = STAGES
+SEEDED = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "quickstart-seeds.yaml").read_text())[
+    "experiment"
+]
 ARMS = [
     {"label": "base", "stages": []},
     {"label": "SFT-only", "stages": ["sft"]},
@@ -43,21 +46,23 @@ def trained(stderr: str, kind: str) -> int:
 
 
 def test_seeded_experiment_shares_stages_reruns_only_what_changed_and_rerenders(tmp_path, tiny_model_dir):
-    path = recipe(tmp_path, tiny_model_dir, baseline="SFT-only", seeds=[0, 1])
+    path = recipe(tmp_path, tiny_model_dir, **SEEDED)  # recipes/quickstart-seeds.yaml's experiment
     first = r1lab("run", str(path))
     assert first.returncode == 0, first.stderr
     run = tmp_path / "run"
     folders = sorted(p.name.split("-")[0] for p in (run / "stages").iterdir())
-    assert folders == ["rl", "rl", "sft", "sft"]  # one SFT per seed, shared by SFT-only and SFT→RL
-    assert (trained(first.stderr, "sft"), trained(first.stderr, "rl")) == (2, 2)
-    assert len(list((run / "evals").iterdir())) == 5  # base once, SFT-only and SFT→RL per seed
+    assert folders == ["rl"] * 3 + ["sft"] * 3  # one SFT per seed, shared by SFT-only and SFT→RL
+    assert (trained(first.stderr, "sft"), trained(first.stderr, "rl")) == (3, 3)
+    assert len(list((run / "evals").iterdir())) == 7  # base once, SFT-only and SFT→RL per seed
 
     state = json.loads((run / "pipeline.json").read_text())
     arms = {a["label"]: a for a in state["experiment"]["arms"]}
-    assert [r["seed"] for r in arms["SFT→RL"]["runs"]] == [0, 1]
+    assert [r["seed"] for r in arms["SFT→RL"]["runs"]] == [0, 1, 2]
     assert state["stages"]["rl@seed1"]["input"] == state["stages"]["sft@seed1"]["model"]
     sft_config = yaml.safe_load((Path(arms["SFT→RL"]["runs"][1]["chain"][0]) / "config.yaml").read_text())
     assert sft_config["train"]["seed"] == 1
+    rl_config = yaml.safe_load((Path(arms["SFT→RL"]["runs"][1]["chain"][1]) / "config.yaml").read_text())
+    assert (rl_config["train"]["seed"], rl_config["train"]["max_steps"]) == (1, 20)  # the arm's override
 
     table = (run / "results.md").read_text()
     for label in ("base", "SFT-only", "SFT→RL"):
@@ -80,13 +85,11 @@ def test_seeded_experiment_shares_stages_reruns_only_what_changed_and_rerenders(
     assert (run / "results.md").read_text() == table
     assert "| SFT→RL |" in shown.stdout and (run / "report.html").is_file()
 
-    changed = recipe(
-        tmp_path, tiny_model_dir, (SFT, {**RL, "optim": {"lr": 5e-4}}), baseline="SFT-only", seeds=[0, 1]
-    )
+    changed = recipe(tmp_path, tiny_model_dir, (SFT, {**RL, "optim": {"lr": 5e-4}}), **SEEDED)
     third = r1lab("run", str(changed))
     assert third.returncode == 0, third.stderr
-    assert (trained(third.stderr, "sft"), trained(third.stderr, "rl")) == (0, 2)  # only the RL stages re-run
-    assert len(list((run / "stages").iterdir())) == 6
+    assert (trained(third.stderr, "sft"), trained(third.stderr, "rl")) == (0, 3)  # only the RL stages re-run
+    assert len(list((run / "stages").iterdir())) == 9
 
 
 def test_sweep_expands_into_one_arm_per_value_with_a_plot(tmp_path, tiny_model_dir):
