@@ -105,3 +105,12 @@ def test_a_reward_that_always_hangs_costs_a_few_timeouts_per_step_then_stops(tmp
     assert sum("not run: 3 calls of this function in a row timed out" in m for m in messages) == 2 * (
         STEP_ROWS - TIMEOUTS_IN_A_ROW
     )
+
+
+def test_each_rank_writes_its_own_errors_file(tmp_path, tiny_model_dir, monkeypatch):
+    from r1lab.stages.rl_log import reward_errors_path
+
+    cfg = _config(tmp_path, tiny_model_dir, [{"name": "boom"}])
+    assert reward_errors_path(cfg) == Path(cfg.train.output_dir) / "reward_errors.jsonl"
+    monkeypatch.setenv("RANK", "1")  # set by torchrun / accelerate launch
+    assert reward_errors_path(cfg) == Path(cfg.train.output_dir) / "reward_errors.rank1.jsonl"

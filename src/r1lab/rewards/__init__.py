@@ -2,7 +2,9 @@
 batches with a weighted sum while isolating failures and timeouts in a worker process.
 
 A reward is fn(completion: str, *, prompt: str, **columns) -> float | None, where columns are the dataset row's
-columns plus `completion_length` and `max_completion_length` (tokens), and the spec's kwargs.
+columns plus `completion_length` and `max_completion_length` (tokens), and the spec's kwargs. A user function
+may set `fn.correctness = True` (it is the run's accuracy reward), `fn.parses = check` (check(completion, ...)
+-> bool: whether it could read an answer; eval's format errors) and `fn.batched = True` (lists in and out).
 """
 
 import importlib
