@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -21,20 +22,36 @@ class SFTDataset(SplitDataset):
     """
 
 
-def build_sft_dataset(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> SFTDataset:
-    """Read, normalise, template and tokenise the SFT data; `seed` draws the eval_fraction split."""
+@dataclass
+class SFTRecords:
+    """The data read and checked without a tokenizer (so a data mistake shows before any model loads):
+    (record number, conversation) for every record with an assistant turn, and the held-out part."""
+
+    conversations: list[tuple[int, Conversation]]
+    total: int
+    source: str
+    eval: SFTRecords | None = None
+
+
+def read_sft_data(cfg: DataConfig, *, seed: int = 0) -> SFTRecords:
+    """Read and normalise the SFT data (format, columns, roles); `seed` draws the eval_fraction split."""
     train, held = train_eval_records(cfg, seed)
-    eval_set = None if held is None else _build(held, cfg, tokenizer, cfg.eval_path or cfg.path)
-    return _build(train, cfg, tokenizer, cfg.path, eval_set)
+    eval_set = None if held is None else _read(held, cfg, cfg.eval_path or cfg.path)
+    return _read(train, cfg, cfg.path, eval_set)
 
 
-def _build(
-    records: list[dict[str, Any]],
-    cfg: DataConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    source: str,
-    eval_set: SFTDataset | None = None,
+def build_sft_dataset(
+    cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0, read: SFTRecords | None = None
 ) -> SFTDataset:
+    """Template and tokenise the SFT data: `read` (what `read_sft_data` returned), else read it now."""
+    read = read or read_sft_data(cfg, seed=seed)
+    eval_set = None if read.eval is None else build_sft_dataset(cfg, tokenizer, read=read.eval)
+    return _build(read, cfg, tokenizer, eval_set)
+
+
+def _read(
+    records: list[dict[str, Any]], cfg: DataConfig, source: str, eval_set: SFTRecords | None = None
+) -> SFTRecords:
     schema = resolve_schema(set().union(*records), cfg, source)
     if schema.format not in ("messages", "prompt_completion"):
         raise UserError(
@@ -43,15 +60,30 @@ def _build(
             fix="give the data a `messages` column or `prompt` + `completion` columns "
             "(e.g. data.columns: {completion: chosen} to train on preferred answers)",
         )
-    stats = dict(total=len(records), skipped_no_assistant=0, truncated=0, dropped=0, kept=0, target_tokens=0)
-    examples = []
+    conversations = []
     for i, record in enumerate(records):
-        where = f"{source}, record {i + 1}"
-        conv = normalise(record, schema, cfg, where)
+        conv = normalise(record, schema, cfg, f"{source}, record {i + 1}")
         assert isinstance(conv, Conversation)
-        if not conv.has_target():
-            stats["skipped_no_assistant"] += 1
-            continue
+        if conv.has_target():
+            conversations.append((i + 1, conv))
+    return SFTRecords(conversations, len(records), source, eval_set)
+
+
+def _build(
+    read: SFTRecords, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, eval_set: SFTDataset | None
+) -> SFTDataset:
+    source = read.source
+    stats = dict(
+        total=read.total,
+        skipped_no_assistant=read.total - len(read.conversations),
+        truncated=0,
+        dropped=0,
+        kept=0,
+        target_tokens=0,
+    )
+    examples = []
+    for number, conv in read.conversations:
+        where = f"{source}, record {number}"
         try:
             ids, labels = tokenize_conversation(tokenizer, conv.messages, conv.first_target)
         except UserError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections import Counter
@@ -179,10 +180,22 @@ def save_model(
         tokenizer.save_pretrained(tmp)
         if is_peft and merge_lora:
             _save_merged(model, tokenizer, tmp / "merged")
+        _match_umask(tmp)
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / "merged" if is_peft and merge_lora else out_dir
+
+
+def _match_umask(folder: Path) -> None:
+    """Give every file the mode the umask gives a new file (safetensors writes its files 0600, so a model
+    shared through a group-readable folder would be unreadable to the group while its config is not)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    for file in folder.rglob("*"):
+        if file.is_file() and file.stat().st_mode & 0o777 != mode:
+            file.chmod(mode)
 
 
 def _unwrap(model: Any) -> Any:

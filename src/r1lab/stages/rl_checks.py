@@ -44,12 +44,13 @@ def check_names(cfg: RLConfig) -> None:
         )
 
 
-def check_before_rollout(cfg: RLConfig, runner: Any, tokenizer: Any, model: Any) -> Any:
-    """Load the prompts (and the held-out eval prompts, `.eval`, when data.eval_path or data.eval_fraction is
-    set) and check them against the rewards and the model; returns the PromptDataset."""
+def check_before_rollout(cfg: RLConfig, runner: Any, tokenizer: Any, model: Any, *, read: Any = None) -> Any:
+    """Tokenise the prompts (`read`: what `read_prompt_data` returned before the model loaded; and the held-out
+    eval prompts, `.eval`, when data.eval_path or data.eval_fraction is set) and check them against the rewards
+    and the model; returns the PromptDataset."""
     from r1lab.data import build_prompt_dataset
 
-    prompts = build_prompt_dataset(cfg.data, tokenizer, seed=cfg.train.seed)
+    prompts = build_prompt_dataset(cfg.data, tokenizer, seed=cfg.train.seed, read=read)
     if not prompts:
         raise UserError(
             "the prompt dataset is empty", where=f"data.path = {cfg.data.path}", fix="check the file"

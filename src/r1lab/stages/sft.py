@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from r1lab.algorithms.sft_losses import IGNORE_INDEX, SFT_LOSSES
 from r1lab.config import SFTConfig, dump_config
-from r1lab.data import build_sft_dataset, collate
+from r1lab.data import build_sft_dataset, collate, read_sft_data
 from r1lab.errors import UserError
 from r1lab.models import load_model, save_model
 from r1lab.training.accel import build_accelerator, seed_everything
@@ -49,8 +49,9 @@ def run_sft(cfg: SFTConfig) -> Path:
     seed_everything(train.seed)
     loss_fn = SFT_LOSSES.get(cfg.loss)
 
+    read = read_sft_data(cfg.data, seed=train.seed)  # a data mistake shows before any model loads
     model, tokenizer = load_model(cfg.model, trainable=True)
-    dataset = build_sft_dataset(cfg.data, tokenizer, seed=train.seed)
+    dataset = build_sft_dataset(cfg.data, tokenizer, read=read)
     lengths = [len(ex["input_ids"]) for ex in dataset]
     global_batch = train.batch_size * train.grad_accum * world
     order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)
@@ -62,6 +63,7 @@ def run_sft(cfg: SFTConfig) -> Path:
 
     start = _resume(cfg, out, accelerator, model, optimizer, scheduler, global_batch)
     if main:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty run folder
         dump_config(cfg, out / "config.yaml")
         write_state(out, "running", step=start, total_steps=total)
         console.print(

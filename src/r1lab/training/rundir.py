@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -9,11 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.errors import UserError
+from r1lab.training.accel import is_main_process
 
 
 def ensure_writable(path: str | Path, *, key: str = "train.output_dir") -> Path:
-    """Create `path` and prove we can write in it, or raise one readable UserError."""
+    """Prove we can create and write `path`, or raise one readable UserError.
+
+    Folders this check creates are removed again, so a start that fails later (bad data, bad model path)
+    leaves no empty run folder behind; the stage creates the folder when it writes its first file. Only the
+    main process checks (the others never write there, and would race its clean-up).
+    """
     path = Path(path).expanduser()
+    if not is_main_process():
+        return path
+    created = [p for p in (path, *path.parents) if not p.exists()]
     probe = path / f".write-test-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -25,6 +35,10 @@ def ensure_writable(path: str | Path, *, key: str = "train.output_dir") -> Path:
             where=key,
             fix=f"choose a writable folder, e.g. {key}=runs/my-run",
         ) from None
+    finally:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 
