@@ -18,13 +18,7 @@ from r1lab.config import RLConfig, deep_merge, validate
 # non-zero advantages from the first step. `exploding`: huge but finite rewards for the prompts numbered in `bad`, so the
 # dr_grpo advantages (no std division) overflow the loss and gradients, as a runaway reward would.
 REWARDS = """
-import os
-import time
-
 def target(completion, *, prompt, answer, **columns):
-    delay = float(os.environ.get("R1LAB_TEST_REWARD_DELAY", "0"))
-    if delay:  # lets a test kill the run at a known point
-        time.sleep(delay)
     return float(answer in completion)
 
 def length(completion, **columns):

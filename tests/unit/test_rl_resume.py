@@ -7,11 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
+from process_testkit import start_paused, wait_until_paused
 from rl_testkit import read_metrics, rl_config, single_thread, weights
 
 from r1lab.config import dump_config
@@ -37,32 +36,26 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, tiny_model_dir):
     plain = rl_config(tmp_path / "plain", tiny_model_dir, settings)
     run_rl(plain)
 
-    # the same run in a child process, killed (SIGKILL) once its step-2 checkpoint is written
+    # the same run in a child process that pauses in step 3 (after its step-2 checkpoint), killed (SIGKILL) there
     cfg = rl_config(tmp_path / "killed", tiny_model_dir, settings)
     dump_config(cfg, tmp_path / "killed.yaml")
     run = tmp_path / "killed" / "run"
-    env = {
-        **os.environ,
-        "R1LAB_TEST_REWARD_DELAY": "0.1",
-        "OMP_NUM_THREADS": "1",
-    }  # ~1 s per step: the kill lands mid-run
-    child = subprocess.Popen(
-        [sys.executable, "-m", "r1lab.cli", "rl", str(tmp_path / "killed.yaml")],
-        env=env,
+    child = start_paused(
+        ["rl", str(tmp_path / "killed.yaml")],
+        tmp_path,
+        pause_at=3,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # its own process group: the kill takes its reward worker down with it
     )
-    deadline = time.monotonic() + 120
     try:
-        while not (run / "checkpoints" / "step-2").is_dir():
-            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-            assert time.monotonic() < deadline, "the child never wrote its step-2 checkpoint"
-            time.sleep(0.05)
+        wait_until_paused(child, tmp_path, 3)
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-    assert not (run / "final").exists()
+    assert (run / "checkpoints" / "step-2").is_dir() and not (run / "final").exists()
+    assert len(read_metrics(run)) == 3  # the kill landed at the pause (after step 3's log), at any speed
     assert json.loads((run / "state.json").read_text())["status"] == "running"  # killed: no clean shutdown
 
     resumed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": True})})

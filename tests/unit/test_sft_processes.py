@@ -11,29 +11,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from process_testkit import start_paused, wait_until_paused
 from test_sft import _one_thread, assert_same, make_cfg, weights  # noqa: F401 (autouse fixture)
 
 from r1lab.config import SFTConfig
 from r1lab.stages.sft import run_sft
 
-# Runs the real CLI, with a pause after every optimizer step so the test can hit the process mid-run.
-SLOW_CLI = """
-import sys, time
-import r1lab.training.tracking as tracking
-advance, delay = tracking.Tracker.advance, float(sys.argv[1])
-def slow_advance(self, step):
-    advance(self, step)
-    time.sleep(delay)
-tracking.Tracker.advance = slow_advance
-sys.argv = ["r1lab", *sys.argv[2:]]
-from r1lab.cli import main
-main()
-"""
 STEPS = 6
 
 
@@ -52,27 +39,10 @@ def write_config(cfg: SFTConfig, path: Path, **train: object) -> Path:
     return path
 
 
-def start_slow(config: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
-    script = tmp_path / "slow_cli.py"
-    script.write_text(SLOW_CLI)
-    return subprocess.Popen(
-        [sys.executable, str(script), "0.3", "sft", str(config), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+def start_paused_sft(config: Path, tmp_path: Path, pause_at: int) -> subprocess.Popen:
+    return start_paused(
+        ["sft", str(config)], tmp_path, pause_at, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before the test could interrupt it:\n{proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("timed out waiting for the run")
-        time.sleep(0.02)
 
 
 def resume(cfg: SFTConfig, out: Path) -> Path:
@@ -84,10 +54,13 @@ def test_sigkill_after_checkpoint_then_resume_matches_straight_run(tmp_path, str
     final, cfg = straight
     out = tmp_path / "killed"
     config = write_config(cfg, tmp_path / "sft.yaml", output_dir=str(out), save_every=3)
-    proc = start_slow(config, tmp_path)
-    wait_for(lambda: (out / "checkpoints" / "step-3" / "trainer_state.json").is_file(), proc)
+    proc = start_paused_sft(config, tmp_path, pause_at=4)  # held in step 4, after the step-3 checkpoint
+    wait_until_paused(proc, tmp_path, 4)
+    assert (out / "checkpoints" / "step-3" / "trainer_state.json").is_file()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    # the kill landed at the pause (after step 4's log), whatever the machine's speed
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
     assert proc.returncode == -signal.SIGKILL and not (out / "final").exists()
     assert json.loads((out / "state.json").read_text())["status"] == "running"  # it died, it did not finish
     assert_same(weights(final), weights(resume(cfg, out)), atol=1e-6)
@@ -98,15 +71,15 @@ def test_stop_signal_writes_a_checkpoint_and_resume_matches_straight_run(tmp_pat
     final, cfg = straight
     out = tmp_path / "interrupted"
     config = write_config(cfg, tmp_path / "sft.yaml", output_dir=str(out))  # no periodic checkpoints
-    proc = start_slow(config, tmp_path)
-    metrics = out / "metrics.jsonl"
-    wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2, proc)
+    proc = start_paused_sft(config, tmp_path, pause_at=2)  # held after step 2 until the signal
+    wait_until_paused(proc, tmp_path, 2)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "continue with --resume" in stderr and "Traceback" not in stderr
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "interrupted" and 2 <= state["step"] < STEPS
+    assert state["step"] == 2  # the signal reached the run at its pause, after step 2
     assert (out / "checkpoints" / f"step-{state['step']}" / "trainer_state.json").is_file()
     assert_same(weights(final), weights(resume(cfg, out)), atol=1e-6)
 
