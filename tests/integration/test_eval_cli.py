@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from r1lab.cli import app
@@ -103,3 +104,24 @@ def test_eval_maps_columns_of_a_question_file(tiny_model_dir, tmp_path):
     assert bad.returncode == 2 and "'prompt' is not NAME=COLUMN" in bad.stderr
     missing = _r1lab(*base, "--columns", "prompt=query")
     assert missing.returncode == 2 and "query" in missing.stderr and "--columns" in missing.stderr
+
+
+def test_eval_metrics_are_exact_for_a_reward_known_in_advance(tiny_model_dir, tmp_path):
+    """A reward that reads only the gold (1 for even answers) makes every metric known before the model runs:
+    golds 0..4 hold 3 even ones, so accuracy and pass@k are 3/5 for greedy and sampled completions alike."""
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"say {i}", "answer": str(i)}) + "\n" for i in range(5)))
+    reward = tmp_path / "even_gold.py"
+    reward.write_text("def even_gold(completion, *, answer, **_):\n    return float(int(answer) % 2 == 0)\n")
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_model_dir), "--data", str(data), "--reward", f"{reward}:even_gold"]
+    result = CliRunner().invoke(
+        app, [*args, "--n", "4", "--k", "1", "--k", "4", "--max-new-tokens", "4", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "results.json").read_text())
+    assert metrics["num_problems"] == 5
+    for key in ("accuracy", "pass@1", "pass@4", "mean_reward", "reward/even_gold"):
+        assert metrics[key] == pytest.approx(0.6), key
+    # Wilson 95% for 3 of 5 (z = 1.96): (0.6 + z²/10 ± z sqrt(0.24/5 + z²/100)) / (1 + z²/5) = 0.2307 .. 0.8824
+    assert metrics["accuracy_ci95"] == pytest.approx([0.2307, 0.8824], abs=1e-4)
