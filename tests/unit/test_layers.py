@@ -15,13 +15,13 @@ import pytest
 import r1lab
 
 # Top to bottom, as DESIGN.md lists them. Names on one line share a layer.
-# - compare.py is the experiments' built-in four-arm expansion over the pipeline: it sits with pipeline.
+# - the four-arm comparison is experiments/compare.py, the experiments' built-in expansion over the pipeline.
 # - eval is "a peer of stages" that uses rollout, rewards, tasks, data, models: it sits right under stages, so a
 #   stage may evaluate (RL's periodic eval) but eval never imports a stage; nor does it import training.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
     ("experiments",),
-    ("pipeline", "compare"),
+    ("pipeline",),
     ("report",),
     ("stages",),
     ("eval",),
