@@ -45,7 +45,6 @@ from r1lab.stages.rl_batch import (
     Scored,
     advantages_for,
     flat_groups,
-    gather_objects,
     optimizer_updates,
     plan_update,
     rollout_and_score,
@@ -92,10 +91,10 @@ def run_rl(cfg: RLConfig) -> Path:
 
 def _train(cfg: RLConfig, runner: Any) -> Path:
     from r1lab.data import read_prompt_data
-    from r1lab.models import load_model, save_model
+    from r1lab.models import load_model
     from r1lab.rollout import make_engine
     from r1lab.training.accel import build_accelerator, seed_everything
-    from r1lab.training.checkpoint import load_checkpoint, save_checkpoint
+    from r1lab.training.checkpoint import DiskFull, load_checkpoint, save_checkpoint, save_final
     from r1lab.training.interrupt import StopFlag, StopRequested
     from r1lab.training.optim import build_optimizer, build_scheduler
     from r1lab.training.rundir import ensure_writable, write_state
@@ -212,21 +211,19 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         tracker.close()
         if isinstance(stopped, StopRequested):
             checkpoint()
-        if main:
+        if main and not isinstance(stopped, DiskFull):  # a full disk has marked state.json failed
             write_state(out, "interrupted", step=step, total_steps=total_steps)
         raise
     if prompts.eval is not None:  # and always after the last step
         tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
     tracker.close()
     checkpoint()
-    final = None
+    merge = bool(cfg.model.lora and cfg.model.lora.merge_on_save)
+    final = save_final(accelerator, model, tokenizer, out, merge_lora=merge)
     if main:
-        merge = bool(cfg.model.lora and cfg.model.lora.merge_on_save)
-        final = save_model(policy, tokenizer, out / "final", merge_lora=merge)
         write_state(out, "complete", step=step, total_steps=total_steps, model=str(final))
-    final = next(p for p in gather_objects(final) if p is not None)
     accelerator.wait_for_everyone()
-    return Path(final)
+    return final
 
 
 def sample_batch(

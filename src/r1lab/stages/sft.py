@@ -8,7 +8,6 @@ gradient accumulation and extra processes give the same update as one large batc
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,13 +20,14 @@ from r1lab.algorithms.sft_losses import IGNORE_INDEX, SFT_LOSSES
 from r1lab.config import SFTConfig, dump_config
 from r1lab.data import build_sft_dataset, collate, read_sft_data
 from r1lab.errors import UserError
-from r1lab.models import load_model, save_model
+from r1lab.models import load_model
 from r1lab.training.accel import build_accelerator, seed_everything
 from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import (
     find_latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    save_final,
 )
 from r1lab.training.data_order import EpochOrder, shard
 from r1lab.training.interrupt import StopFlag, StopRequested
@@ -165,7 +165,8 @@ def run_sft(cfg: SFTConfig) -> Path:
     tracker.close()
     if saved[-1] != step:
         save(step)
-    final = _save_final(cfg, out, accelerator, model, tokenizer)
+    merge = cfg.model.lora is not None and cfg.model.lora.merge_on_save
+    final = save_final(accelerator, model, tokenizer, out, merge_lora=merge)
     if main:
         write_state(out, "complete", step=step, total_steps=total, final=str(final))
     return final
@@ -248,14 +249,3 @@ def _resume(
     if accelerator.is_main_process:
         console.print(f"resuming from {latest} (step {meta['step']})")
     return int(meta["step"])
-
-
-def _save_final(cfg: SFTConfig, out: Path, accelerator: Any, model: Any, tokenizer: Any) -> Path:
-    final = out / "final"
-    merge = cfg.model.lora is not None and cfg.model.lora.merge_on_save
-    result = final / "merged" if merge else final
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        result = save_model(accelerator.unwrap_model(model), tokenizer, final, merge_lora=merge)
-    accelerator.wait_for_everyone()
-    return Path(result)

@@ -10,11 +10,15 @@ without `trainer_state.json` is ignored. Only rank 0 writes; every rank reads.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
 import re
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from safetensors.torch import load_file
 
 from r1lab.errors import UserError
 from r1lab.models import save_model
+from r1lab.training.rundir import write_state
 
 STATE_FILE = "trainer_state.pt"
 META_FILE = "trainer_state.json"
@@ -76,21 +81,132 @@ def save_checkpoint(
     root = checkpoints_dir(output_dir)
     final = root / f"step-{step}"
     rng_all = gather_object([rng_state()])  # one entry per rank, in rank order
-    if accelerator.is_main_process:
+
+    def write() -> None:
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".step-{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_model(accelerator.unwrap_model(model), tokenizer, tmp)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_all}
-        torch.save(state, tmp / STATE_FILE)
-        info = {"step": step, "world_size": accelerator.num_processes, **(meta or {})}
-        (tmp / META_FILE).write_text(json.dumps(info, indent=2))
+        with disk_full_guard(output_dir, tmp, checkpoint_bytes(model, optimizer), f"checkpoint step-{step}"):
+            save_model(accelerator.unwrap_model(model), tokenizer, tmp)
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_all}
+            torch.save(state, tmp / STATE_FILE)
+            info = {"step": step, "world_size": accelerator.num_processes, **(meta or {})}
+            (tmp / META_FILE).write_text(json.dumps(info, indent=2))
         if final.exists():  # the same step saved again (e.g. an interrupt right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)
         _prune(root, save_total_limit)
-    accelerator.wait_for_everyone()
+
+    on_main(accelerator, write)
     return final
+
+
+def save_final(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    output_dir: str | Path,
+    *,
+    merge_lora: bool,
+) -> Path:
+    """Write `<output_dir>/final/` (collective: call it on every rank); returns the folder a next stage loads
+    (`final/merged` for a merged LoRA). A full disk is a DiskFull error, as for a checkpoint."""
+    final = Path(output_dir) / "final"
+
+    def write() -> Path:
+        inner = accelerator.unwrap_model(model)
+        # save_model writes a temporary sibling and removes it when it fails; `final` is replaced only at the end
+        with disk_full_guard(
+            output_dir, None, checkpoint_bytes(inner, None) * (2 if merge_lora else 1), "final/"
+        ):
+            return save_model(inner, tokenizer, final, merge_lora=merge_lora)
+
+    return Path(on_main(accelerator, write))
+
+
+class DiskFull(UserError):
+    """A checkpoint or the final model did not fit on the disk (its partial folder is removed)."""
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+    """About what a checkpoint takes on disk: the weights save_model writes (the trainable ones for a LoRA
+    adapter) plus the optimizer's state tensors."""
+    inner = getattr(model, "module", model)
+    if isinstance(inner, PeftModel):
+        tensors = [p for p in inner.parameters() if p.requires_grad]
+    else:
+        tensors = list({t.data_ptr(): t for t in inner.state_dict().values()}.values())  # tied weights once
+    total = sum(t.numel() * t.element_size() for t in tensors)
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    return total
+
+
+@contextmanager
+def disk_full_guard(output_dir: str | Path, partial: Path | None, needed: int, what: str) -> Iterator[None]:
+    """Turn "No space left on device" while writing `what` into one DiskFull error: remove the `partial`
+    folder, mark state.json failed with the reason, and say where and how much space it needs."""
+    try:
+        yield
+    except Exception as e:
+        folder = Path(output_dir)
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+        if not _is_disk_full(e, free, needed):
+            raise
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        free = shutil.disk_usage(folder).free  # with the partial files gone
+        reason = f"no space left on device while writing {what} in {folder}"
+        with contextlib.suppress(OSError):
+            write_state(folder, "failed", reason=reason, needed_bytes=needed, free_bytes=free)
+        latest = find_latest_checkpoint(folder)
+        raise DiskFull(
+            f"{reason}: it needs about {_size(needed)}, {_size(free)} is free there",
+            where=str(folder),
+            fix="free space on that disk (or set train.output_dir on a larger one, or lower "
+            "train.save_total_limit) and run again with --resume; "
+            + (
+                f"the last complete checkpoint, {latest.name}, is intact"
+                if latest
+                else "no checkpoint was kept"
+            ),
+        ) from None
+
+
+def _is_disk_full(error: Exception, free: int, needed: int) -> bool:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    if "No space left on device" in text or "os error 28" in text:  # safetensors' SafetensorError
+        return True
+    # torch.save's zip writer reports only "unexpected pos ..." or "file write failed": judge by the space left
+    return isinstance(error, RuntimeError) and free < needed
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def on_main(accelerator: Accelerator, fn: Callable[[], Any]) -> Any:
+    """Run `fn` on the main process only; every rank returns its result, or raises the UserError it raised
+    (so the other ranks do not wait forever at the next collective)."""
+    result, error = None, None
+    if accelerator.is_main_process:
+        try:
+            result = fn()
+        except UserError as e:
+            error = (type(e).__name__, e.what, e.where, e.fix)
+    outcome = gather_object([(result, error)])[0] if accelerator.num_processes > 1 else (result, error)
+    result, error = outcome
+    if error is not None:
+        kind, what, where, fix = error
+        raise (DiskFull if kind == "DiskFull" else UserError)(what, where=where, fix=fix)
+    return result
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
