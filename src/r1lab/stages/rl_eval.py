@@ -2,8 +2,8 @@
 data.eval_fraction of the data), scored with the run's own rewards.
 
 It reuses `r1lab eval`'s generate-and-score and summary, so `eval/accuracy` in metrics.jsonl means what
-`r1lab eval` reports on the same prompts (greedy decoding up to rollout.max_new_tokens; correct when the
-accuracy reward gives >= 1). The loop logs it every train.eval_every steps and after the last step. Each rank
+`r1lab eval` reports on the same prompts (greedy decoding up to rollout.max_new_tokens, without the rollout's
+stop strings, as `r1lab eval`; correct when the accuracy reward gives >= 1). The loop logs it every train.eval_every steps and after the last step. Each rank
 scores a contiguous share of the prompts; the rows are gathered so every rank returns the same metrics.
 """
 
