@@ -22,6 +22,9 @@ console = Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. optim.lr=1e-5")]
 Resume = Annotated[bool, typer.Option("--resume", help="continue from the newest complete checkpoint")]
+Jobs = Annotated[
+    int, typer.Option("--jobs", min=1, help="an experiment's independent stages as up to N local processes")
+]
 
 
 def _stage_config(kind: str, config: Path, overrides: list[str] | None, resume: bool):
@@ -66,21 +69,22 @@ def run_recipe_cmd(
     recipe: Path,
     overrides: Overrides = None,
     from_stage: Annotated[str | None, typer.Option("--from", help="rerun from this stage on")] = None,
+    jobs: Jobs = 1,
 ) -> None:
     """Run a multi-stage recipe (e.g. SFT then RL), evaluating the base model and every stage; a recipe with an
     `experiment:` section runs its arms and seeds instead (shared stages once) and writes report.html."""
     from r1lab.experiments.engine import run_recipe_file
 
-    root = run_recipe_file(recipe, overrides, from_stage)
+    root = run_recipe_file(recipe, overrides, from_stage, jobs)
     console.print(f"[green]done[/green]: results in {root}")
 
 
 @app.command()
-def compare(recipe: Path, overrides: Overrides = None) -> None:
+def compare(recipe: Path, overrides: Overrides = None, jobs: Jobs = 1) -> None:
     """Run base vs SFT-only vs RL-only vs SFT→RL from an SFT→RL recipe; write results.md and report.html."""
     from r1lab.experiments.compare import compare as run_compare
 
-    root = run_compare(recipe, overrides)
+    root = run_compare(recipe, overrides, jobs)
     console.print(f"[green]done[/green]: {root / 'results.md'} and {root / 'report.html'}")
 
 

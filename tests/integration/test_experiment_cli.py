@@ -141,3 +141,20 @@ def test_an_interrupted_experiment_resumes_the_stage_it_was_in(tmp_path, tiny_mo
     assert [p.name for p in (tmp_path / "run" / "stages").iterdir()] == [stage.name]  # the same stage folder
     assert json.loads((stage / "stage.json").read_text())["status"] == "complete"
     assert "| SFT-only |" in (tmp_path / "run" / "results.md").read_text()
+
+
+def test_jobs_run_independent_stages_as_processes_into_the_same_folders(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, stages=(SFT,), arms=ARMS[:2], seeds=[0, 1])  # 2 SFTs, 3 evals
+    result = r1lab("run", str(path), "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    stages = sorted((run / "stages").iterdir())
+    assert sorted(p.name.split("-")[0] for p in stages) == ["sft", "sft"]
+    for folder in stages:
+        assert json.loads((folder / "stage.json").read_text())["status"] == "complete"
+        assert "stage" in (folder / "job.log").read_text()  # trained by its own process
+    assert result.stderr.count("started stage") == 2 and result.stderr.count("started eval") == 3
+    assert "| SFT-only |" in (run / "results.md").read_text()
+    again = r1lab("run", str(path))  # the sequential engine finds every stage and eval finished
+    assert again.returncode == 0, again.stderr
+    assert trained(again.stderr, "sft") + trained(again.stderr, "rl") == 0

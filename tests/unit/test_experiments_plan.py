@@ -148,3 +148,20 @@ def test_bad_experiments_fail_before_anything_trains(tmp_path, experiment, messa
 def test_compare_refuses_a_recipe_with_its_own_arms(tmp_path):
     with pytest.raises(UserError, match="builds its own four arms"):
         comparison_recipe(make_recipe(tmp_path, {"arms": ARMS}), "r.yaml")
+
+
+def test_run_flags_that_do_not_apply_are_refused(tmp_path):
+    import yaml
+
+    from r1lab.experiments.engine import run_recipe_file
+
+    plain = make_recipe(tmp_path).model_dump(exclude={"experiment"})
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(plain))
+    with pytest.raises(UserError, match="no `experiment:`"):
+        run_recipe_file(tmp_path / "plain.yaml", jobs=2)
+    (tmp_path / "exp.yaml").write_text(
+        yaml.safe_dump({**plain, "experiment": {"arms": ARMS}}, allow_unicode=True)
+    )
+    with pytest.raises(UserError, match="--from applies to a recipe without `experiment:`"):
+        run_recipe_file(tmp_path / "exp.yaml", from_stage="rl")
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from r1lab.config import RecipeConfig, dump_config
+from r1lab.config import EvalConfig, RecipeConfig, RLConfig, SFTConfig, dump_config
 from r1lab.errors import UserError
 from r1lab.experiments.plan import Node, Plan, Run, build_plan, display_names
 from r1lab.experiments.spec import Experiment, parse_experiment
@@ -23,11 +23,17 @@ STATE = "pipeline.json"
 
 
 def run_recipe_file(
-    path: str | Path, overrides: list[str] | None = None, from_stage: str | None = None
+    path: str | Path, overrides: list[str] | None = None, from_stage: str | None = None, jobs: int = 1
 ) -> Path:
     """`r1lab run`: a recipe with an `experiment:` section runs as an experiment, any other as a pipeline."""
     recipe = load_recipe(path, overrides)
     if recipe.experiment is None:
+        if jobs > 1:
+            raise UserError(
+                "--jobs runs an experiment's independent stages in parallel; this recipe has no `experiment:`",
+                where=str(path),
+                fix="drop --jobs (its stages depend on each other), or add an experiment section",
+            )
         return run_recipe(path, overrides, from_stage)
     if from_stage is not None:
         raise UserError(
@@ -35,10 +41,12 @@ def run_recipe_file(
             where=str(path),
             fix="an experiment re-runs only the stages whose config changed: edit the stage instead",
         )
-    return run_experiment(recipe, path)
+    return run_experiment(recipe, path, jobs=jobs)
 
 
-def run_experiment(recipe: RecipeConfig, source: Any, experiment: Experiment | None = None) -> Path:
+def run_experiment(
+    recipe: RecipeConfig, source: Any, experiment: Experiment | None = None, jobs: int = 1
+) -> Path:
     """Plan (every mistake is raised here, before anything trains), run, and report; returns the run folder."""
     from r1lab.experiments.report import write_experiment_report
 
@@ -49,7 +57,11 @@ def run_experiment(recipe: RecipeConfig, source: Any, experiment: Experiment | N
     plan = build_plan(recipe, exp, root, files, source)
     dump_config(recipe, root / "recipe.yaml")
     names = display_names(plan)
-    for run in plan.runs:
+    if jobs > 1:
+        from r1lab.experiments.jobs import run_jobs
+
+        run_jobs(plan, names, jobs)
+    for run in plan.runs:  # with --jobs, everything is done by now: this only records it
         for key in run.chain:
             ensure_stage(plan, plan.nodes[key], names[key])
         ensure_eval(plan, run, names)
@@ -88,25 +100,42 @@ def ensure_stage(plan: Plan, node: Node, name: str) -> dict[str, Any]:
     if done:
         console.print(f"[dim]stage {name}: finished earlier, skipped[/dim]")
         return done
+    return train_node(name, node.config, stage_entry(plan, node))
+
+
+def stage_entry(plan: Plan, node: Node) -> dict[str, Any]:
+    """What stage.json records of a node before it trains (its input: the parent's output, or the base)."""
     source = plan.base_model if node.parent is None else finished(plan.nodes[node.parent])["model"]
-    node.dir.mkdir(parents=True, exist_ok=True)
-    entry = {"key": node.key, "name": node.name, "kind": node.config.kind, "seed": node.seed, "input": source}
-    write_json(node.dir / "stage.json", {**entry, "status": "running"})
-    out, seconds = train_stage(name, node.config, source)
-    entry |= {"status": "complete", "model": str(out), "seconds": seconds}
-    write_json(node.dir / "stage.json", entry)
+    return {"key": node.key, "name": node.name, "kind": node.config.kind, "seed": node.seed, "input": source}
+
+
+def train_node(name: str, config: SFTConfig | RLConfig, entry: dict[str, Any]) -> dict[str, Any]:
+    folder = Path(config.train.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "stage.json", {**entry, "status": "running"})
+    out, seconds = train_stage(name, config, entry["input"])
+    entry = {**entry, "status": "complete", "model": str(out), "seconds": seconds}
+    write_json(folder / "stage.json", entry)
     return entry
 
 
 def ensure_eval(plan: Plan, run: Run, names: dict[str, str]) -> dict[str, Any]:
-    from r1lab.eval import run_eval
-
     results = read_json(run.eval_dir / "results.json")
     if results is not None:
         return results
+    return evaluate(eval_title(run, names), model_of(plan, run.chain), plan.evaluation, run.eval_dir)
+
+
+def eval_title(run: Run, names: dict[str, str]) -> str:
     label = names[run.chain[-1]] if run.chain else "base"
-    console.rule(f"eval {label} ({run.arm.label}{'' if run.seed is None else f', seed {run.seed}'})")
-    return run_eval(model_of(plan, run.chain), plan.evaluation, run.eval_dir)
+    return f"{label} ({run.arm.label}{'' if run.seed is None else f', seed {run.seed}'})"
+
+
+def evaluate(title: str, model: str, config: EvalConfig, folder: Path) -> dict[str, Any]:
+    from r1lab.eval import run_eval
+
+    console.rule(f"eval {title}")
+    return run_eval(model, config, folder)
 
 
 def write_index(plan: Plan, names: dict[str, str], title: str) -> None:
