@@ -115,6 +115,21 @@ def test_same_layer_packages_do_not_import_each_other_in_a_circle():
                 assert not (a != b and b in edges.get(a, ()) and a in edges.get(b, ())), f"{a} <-> {b}"
 
 
+def test_algorithms_raise_no_user_errors():
+    """Pure math knows no config keys: it raises ValueError, and the stage or the registry lookup that knows
+    the key turns that into a UserError naming it."""
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted((PACKAGE / "algorithms").rglob("*.py"))
+        if any(
+            name == "r1lab.errors"
+            for _, name in imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
+        )
+        or "UserError" in path.read_text()
+    ]
+    assert not offenders, f"algorithms/ modules that import or raise UserError: {offenders}"
+
+
 def test_every_package_and_module_has_a_layer():
     tops = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     tops |= {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
