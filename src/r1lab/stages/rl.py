@@ -50,7 +50,7 @@ from r1lab.stages.rl_batch import (
     rollout_and_score,
     select_rows,
 )
-from r1lab.stages.rl_checks import check_before_rollout, check_names, resume_point
+from r1lab.stages.rl_checks import check_before_rollout, check_names
 from r1lab.stages.rl_eval import evaluate_policy
 from r1lab.stages.rl_forward import completion_logprobs
 from r1lab.stages.rl_log import (
@@ -60,21 +60,6 @@ from r1lab.stages.rl_log import (
     step_metrics,
     write_samples,
 )
-
-
-def prompt_order(n: int, seed: int, shuffle: bool) -> Callable[[int], int]:
-    """Global prompt position -> dataset index: an endless stream, reshuffled every epoch from (seed, epoch)."""
-    cache: dict[int, list[int]] = {}
-
-    def at(position: int) -> int:
-        epoch, i = divmod(position, n)
-        if epoch not in cache:
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            cache.clear()
-            cache[epoch] = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
-        return cache[epoch][i]
-
-    return at
 
 
 def run_rl(cfg: RLConfig) -> Path:
@@ -94,9 +79,11 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     from r1lab.models import load_model
     from r1lab.rollout import make_engine
     from r1lab.training.accel import build_accelerator, seed_everything
-    from r1lab.training.checkpoint import DiskFull, load_checkpoint, save_checkpoint, save_final
+    from r1lab.training.checkpoint import DiskFull, save_checkpoint, save_final
+    from r1lab.training.data_order import EpochOrder
     from r1lab.training.interrupt import StopFlag, StopRequested
     from r1lab.training.optim import build_optimizer, build_scheduler
+    from r1lab.training.resume import restore, resume_point
     from r1lab.training.rundir import ensure_writable, write_state
     from r1lab.training.tracking import Tracker, console
 
@@ -104,10 +91,10 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     accelerator, _ = build_accelerator(cfg.train, cfg.model)
     main = accelerator.is_main_process
     seed_everything(cfg.train.seed)
+    resume_from = resume_point(cfg.train, out)  # a folder holding an earlier run is refused before any work
     read = read_prompt_data(cfg.data, seed=cfg.train.seed)  # a data mistake shows before any model loads
     model, tokenizer = load_model(cfg.model, trainable=True)
     prompts = check_before_rollout(cfg, runner, tokenizer, model, read=read)
-    resume_from = resume_point(cfg, out)
 
     optimizer = build_optimizer(model, cfg.optim)
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * len(prompts) / cfg.prompts_per_step)
@@ -120,7 +107,12 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     step, position, bad_in_row, skipped = 0, 0, 0, 0
     failing_rewards = RewardFailureStop(cfg.max_reward_failure_steps, out)
     if resume_from is not None:
-        meta = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        # the prompt stream position only means the same prompts with the same batch shape
+        must_match = {
+            "prompts_per_step": (cfg.prompts_per_step, "prompts_per_step"),
+            "rollout_n": (cfg.rollout.n, "rollout.n"),
+        }
+        meta = restore(resume_from, accelerator, model, optimizer, scheduler, must_match)
         step, position, skipped = meta["step"], meta["prompt_position"], meta.get("skipped_steps", 0)
     if main:
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty run folder
@@ -128,7 +120,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         write_state(out, "running", step=step, total_steps=total_steps)
         drop_samples_after(out / "samples.jsonl", step)
         console.print(f"rl: {_prompt_counts(prompts, cfg)}")
-    order = prompt_order(len(prompts), cfg.train.seed, cfg.data.shuffle)
+    order = EpochOrder(len(prompts), 1, cfg.train.seed, shuffle=cfg.data.shuffle).at  # position -> prompt
     tracker = Tracker(
         out,
         enabled=main,
@@ -141,7 +133,12 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     )
 
     def checkpoint() -> None:
-        meta = {"prompt_position": position, "skipped_steps": skipped}
+        meta = {
+            "prompt_position": position,
+            "skipped_steps": skipped,
+            "prompts_per_step": cfg.prompts_per_step,
+            "rollout_n": cfg.rollout.n,
+        }
         save_checkpoint(
             accelerator, model, tokenizer, optimizer, scheduler, out, step, meta, cfg.train.save_total_limit
         )

@@ -5,7 +5,6 @@ Each check raises `UserError` naming what, where (config key, data file and reco
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from r1lab.algorithms.advantages import ADVANTAGES
@@ -100,18 +99,3 @@ def _context_length(model: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def resume_point(cfg: RLConfig, out: Path) -> Path | None:
-    """The checkpoint to resume from, per train.resume (as the SFT stage does): a fresh run refuses a folder
-    holding checkpoints; asked to resume with none there, it starts from step 0."""
-    from r1lab.training.checkpoint import find_latest_checkpoint
-
-    latest = find_latest_checkpoint(out)
-    if not cfg.train.resume and latest is not None:
-        raise UserError(
-            f"{out} already holds checkpoints of an earlier run (newest: {latest.name})",
-            where="train.output_dir",
-            fix="continue it with --resume (or train.resume=auto), or choose another output_dir",
-        )
-    return latest if cfg.train.resume else None

@@ -19,19 +19,14 @@ import torch.nn.functional as F
 from r1lab.algorithms.sft_losses import IGNORE_INDEX, SFT_LOSSES
 from r1lab.config import SFTConfig, dump_config
 from r1lab.data import build_sft_dataset, collate, read_sft_data
-from r1lab.errors import UserError
 from r1lab.models import load_model
 from r1lab.training.accel import build_accelerator, seed_everything
 from r1lab.training.backends import require_backends
-from r1lab.training.checkpoint import (
-    find_latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    save_final,
-)
+from r1lab.training.checkpoint import save_checkpoint, save_final
 from r1lab.training.data_order import EpochOrder, shard
 from r1lab.training.interrupt import StopFlag, StopRequested
 from r1lab.training.optim import build_optimizer, build_scheduler
+from r1lab.training.resume import restore, resume_point
 from r1lab.training.rundir import ensure_writable, write_state
 from r1lab.training.tracking import Tracker, console
 
@@ -49,6 +44,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     seed_everything(train.seed)
     loss_fn = SFT_LOSSES.get(cfg.loss)
 
+    resume_from = resume_point(train, out)  # a folder holding an earlier run is refused before any work
     read = read_sft_data(cfg.data, seed=train.seed)  # a data mistake shows before any model loads
     model, tokenizer = load_model(cfg.model, trainable=True)
     dataset = build_sft_dataset(cfg.data, tokenizer, read=read)
@@ -61,7 +57,10 @@ def run_sft(cfg: SFTConfig) -> Path:
     optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
     scheduler = build_scheduler(optimizer, cfg.optim, total)  # stepped by hand: once per optimizer step
 
-    start = _resume(cfg, out, accelerator, model, optimizer, scheduler, global_batch)
+    start = 0
+    if resume_from is not None:
+        must_match = {"global_batch": (global_batch, "train.batch_size x train.grad_accum x processes")}
+        start = int(restore(resume_from, accelerator, model, optimizer, scheduler, must_match)["step"])
     if main:
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty run folder
         dump_config(cfg, out / "config.yaml")
@@ -220,32 +219,3 @@ def evaluate(model: Any, examples: Any, cfg: SFTConfig, accelerator: Any, loss_f
     total = accelerator.reduce(total, reduction="sum")
     model.train()
     return (total[0] / total[1].clamp(min=1)).item()
-
-
-def _resume(
-    cfg: SFTConfig, out: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, global_batch: int
-) -> int:
-    """Restore the newest complete checkpoint when asked to; return the step to continue from."""
-    latest = find_latest_checkpoint(out)
-    if not cfg.train.resume:
-        if latest is not None:
-            raise UserError(
-                f"{out} already holds checkpoints of an earlier run (newest: {latest.name})",
-                where="train.output_dir",
-                fix="continue it with --resume (or train.resume=auto), or choose another output_dir",
-            )
-        return 0
-    if latest is None:
-        if accelerator.is_main_process and cfg.train.resume is True:
-            console.print(f"[yellow]resume: no checkpoint in {out}; starting from step 0[/yellow]")
-        return 0
-    meta = load_checkpoint(latest, accelerator, model, optimizer, scheduler)
-    if meta.get("global_batch", global_batch) != global_batch:
-        raise UserError(
-            f"{latest} was trained with {meta['global_batch']} sequences per step, this config gives {global_batch}",
-            where="train.batch_size / train.grad_accum",
-            fix="resume with the same batch_size, grad_accum and process count",
-        )
-    if accelerator.is_main_process:
-        console.print(f"resuming from {latest} (step {meta['step']})")
-    return int(meta["step"])

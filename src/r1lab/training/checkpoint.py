@@ -234,16 +234,10 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
 ) -> dict[str, Any]:
-    """Restore model weights, optimizer, scheduler and this rank's RNG state; return the saved meta dict."""
+    """Restore model weights, optimizer, scheduler and this rank's RNG state; return the saved meta dict.
+    (`r1lab.training.resume.restore` first checks that the run agrees with the checkpoint.)"""
     path = Path(path)
     meta = json.loads((path / META_FILE).read_text())
-    if meta.get("world_size", accelerator.num_processes) != accelerator.num_processes:
-        raise UserError(
-            f"checkpoint {path.name} was written by {meta['world_size']} processes, "
-            f"this run has {accelerator.num_processes}",
-            where=str(path),
-            fix="resume with the same number of processes, or start a new output_dir",
-        )
     load_weights(path, accelerator.unwrap_model(model))
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])

@@ -1,7 +1,8 @@
-"""Deterministic data order: a seeded permutation per epoch, cut into global batches.
+"""Deterministic data order, one for SFT examples and RL prompts: a seeded permutation per epoch.
 
-The order is a pure function of (seed, epoch), so a checkpoint only needs the step to resume the exact
-sequence of batches; `position(step)` gives the (epoch, batch-in-epoch) it is stored as.
+The order is a pure function of (seed, epoch), so a checkpoint only needs the step (SFT: `batch(step)`, cut
+into global batches) or the stream position (RL: `at(position)`, prompt by prompt across epochs) to resume the
+exact sequence; `position(step)` gives the (epoch, batch-in-epoch) a step is stored as.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class EpochOrder:
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
                 self._perm = torch.randperm(self.size, generator=gen)
         return self._perm
+
+    def at(self, position: int) -> int:
+        """Dataset index at `position` of the endless stream of epochs (epoch = position // size)."""
+        epoch, i = divmod(position, self.size)
+        return int(self.permutation(epoch)[i])
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch index within the epoch) of the batch used by optimizer step `step` (0-based)."""
