@@ -25,6 +25,9 @@ Resume = Annotated[bool, typer.Option("--resume", help="continue from the newest
 Jobs = Annotated[
     int, typer.Option("--jobs", min=1, help="an experiment's independent stages as up to N local processes")
 ]
+Ray = Annotated[
+    bool, typer.Option("--ray", help="an experiment's stages as Ray tasks (pip install 'r1lab[ray]')")
+]
 
 
 def _stage_config(kind: str, config: Path, overrides: list[str] | None, resume: bool):
@@ -70,21 +73,22 @@ def run_recipe_cmd(
     overrides: Overrides = None,
     from_stage: Annotated[str | None, typer.Option("--from", help="rerun from this stage on")] = None,
     jobs: Jobs = 1,
+    ray: Ray = False,
 ) -> None:
     """Run a multi-stage recipe (e.g. SFT then RL), evaluating the base model and every stage; a recipe with an
     `experiment:` section runs its arms and seeds instead (shared stages once) and writes report.html."""
     from r1lab.experiments.engine import run_recipe_file
 
-    root = run_recipe_file(recipe, overrides, from_stage, jobs)
+    root = run_recipe_file(recipe, overrides, from_stage, jobs, ray)
     console.print(f"[green]done[/green]: results in {root}")
 
 
 @app.command()
-def compare(recipe: Path, overrides: Overrides = None, jobs: Jobs = 1) -> None:
+def compare(recipe: Path, overrides: Overrides = None, jobs: Jobs = 1, ray: Ray = False) -> None:
     """Run base vs SFT-only vs RL-only vs SFT→RL from an SFT→RL recipe; write results.md and report.html."""
     from r1lab.experiments.compare import compare as run_compare
 
-    root = run_compare(recipe, overrides, jobs)
+    root = run_compare(recipe, overrides, jobs, ray)
     console.print(f"[green]done[/green]: {root / 'results.md'} and {root / 'report.html'}")
 
 

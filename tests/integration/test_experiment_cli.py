@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from test_recipe_cli import STAGES, r1lab  # the tiny SFT and RL stages, the CLI runner
 
@@ -158,3 +159,15 @@ def test_jobs_run_independent_stages_as_processes_into_the_same_folders(tmp_path
     again = r1lab("run", str(path))  # the sequential engine finds every stage and eval finished
     assert again.returncode == 0, again.stderr
     assert trained(again.stderr, "sft") + trained(again.stderr, "rl") == 0
+
+
+def test_ray_executor_on_a_local_instance(tmp_path, tiny_model_dir):
+    pytest.importorskip("ray")  # runs wherever `pip install 'r1lab[ray]'` worked
+    path = recipe(tmp_path, tiny_model_dir, stages=(SFT,), arms=ARMS[:2], seeds=[0, 1])
+    result = r1lab("run", str(path), "--ray")  # ray.init() starts a local instance for the run
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    stages = sorted((run / "stages").iterdir())
+    assert [json.loads((s / "stage.json").read_text())["status"] for s in stages] == ["complete"] * 2
+    assert result.stderr.count("started stage") == 2 and result.stderr.count("finished eval") == 3
+    assert "| SFT-only |" in (run / "results.md").read_text()

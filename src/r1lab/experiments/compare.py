@@ -49,6 +49,6 @@ def comparison_recipe(recipe: RecipeConfig, source: str | Path) -> RecipeConfig:
     return recipe.model_copy(update={"stages": stages, "experiment": {**given, "arms": arms}})
 
 
-def compare(path: str | Path, overrides: list[str] | None = None, jobs: int = 1) -> Path:
+def compare(path: str | Path, overrides: list[str] | None = None, jobs: int = 1, ray: bool = False) -> Path:
     recipe = comparison_recipe(load_recipe(path, overrides), path)
-    return run_experiment(recipe, path, parse_experiment(recipe, recipe.experiment, path), jobs)
+    return run_experiment(recipe, path, parse_experiment(recipe, recipe.experiment, path), jobs, ray)

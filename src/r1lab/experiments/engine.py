@@ -23,16 +23,20 @@ STATE = "pipeline.json"
 
 
 def run_recipe_file(
-    path: str | Path, overrides: list[str] | None = None, from_stage: str | None = None, jobs: int = 1
+    path: str | Path,
+    overrides: list[str] | None = None,
+    from_stage: str | None = None,
+    jobs: int = 1,
+    ray: bool = False,
 ) -> Path:
     """`r1lab run`: a recipe with an `experiment:` section runs as an experiment, any other as a pipeline."""
     recipe = load_recipe(path, overrides)
     if recipe.experiment is None:
-        if jobs > 1:
+        if jobs > 1 or ray:
             raise UserError(
-                "--jobs runs an experiment's independent stages in parallel; this recipe has no `experiment:`",
+                "--jobs/--ray run an experiment's independent stages in parallel; this recipe has no `experiment:`",
                 where=str(path),
-                fix="drop --jobs (its stages depend on each other), or add an experiment section",
+                fix="drop the flag (its stages depend on each other), or add an experiment section",
             )
         return run_recipe(path, overrides, from_stage)
     if from_stage is not None:
@@ -41,11 +45,15 @@ def run_recipe_file(
             where=str(path),
             fix="an experiment re-runs only the stages whose config changed: edit the stage instead",
         )
-    return run_experiment(recipe, path, jobs=jobs)
+    return run_experiment(recipe, path, jobs=jobs, ray=ray)
 
 
 def run_experiment(
-    recipe: RecipeConfig, source: Any, experiment: Experiment | None = None, jobs: int = 1
+    recipe: RecipeConfig,
+    source: Any,
+    experiment: Experiment | None = None,
+    jobs: int = 1,
+    ray: bool = False,
 ) -> Path:
     """Plan (every mistake is raised here, before anything trains), run, and report; returns the run folder."""
     from r1lab.experiments.report import write_experiment_report
@@ -57,10 +65,11 @@ def run_experiment(
     plan = build_plan(recipe, exp, root, files, source)
     dump_config(recipe, root / "recipe.yaml")
     names = display_names(plan)
-    if jobs > 1:
-        from r1lab.experiments.jobs import run_jobs
+    if jobs > 1 or ray:
+        from r1lab.experiments.jobs import Processes, run_jobs
+        from r1lab.experiments.ray_tasks import RayTasks
 
-        run_jobs(plan, names, jobs)
+        run_jobs(plan, names, RayTasks(jobs if jobs > 1 else None) if ray else Processes(jobs))
     for run in plan.runs:  # with --jobs, everything is done by now: this only records it
         for key in run.chain:
             ensure_stage(plan, plan.nodes[key], names[key])

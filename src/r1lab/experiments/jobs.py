@@ -30,69 +30,85 @@ from r1lab.experiments.engine import (
 from r1lab.experiments.plan import Plan
 
 
-def run_jobs(plan: Plan, names: dict[str, str], jobs: int) -> None:
-    """Run every unfinished node and evaluation of `plan`, at most `jobs` at a time, parents first."""
+class Processes:
+    """Each job a local `python -m r1lab.experiments.jobs REQUEST` process, its output in job.log."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+
+    def start(self, request: dict[str, Any], folder: Path) -> subprocess.Popen:
+        log = (folder / "job.log").open("a")
+        return subprocess.Popen(
+            [sys.executable, "-m", "r1lab.experiments.jobs", str(folder / "request.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def poll(self, handle: subprocess.Popen) -> str | None:
+        """None while running; "" when it succeeded; else why it failed."""
+        code = handle.poll()
+        return None if code is None else "" if code == 0 else f"exit status {code}"
+
+    def stop(self, handle: subprocess.Popen) -> None:
+        handle.terminate()
+
+
+def run_jobs(plan: Plan, names: dict[str, str], executor: Any) -> None:
+    """Run every unfinished node and evaluation of `plan` through `executor` (at most executor.slots at a time),
+    each once its input exists."""
     nodes = [k for k, n in plan.nodes.items() if not finished(n)]
     evals = {}
     for run in plan.runs:
         if not (run.eval_dir / "results.json").is_file():
             evals.setdefault(run.eval_dir, run)
-    running: dict[subprocess.Popen, tuple[str, Path]] = {}
+    running: dict[Any, tuple[str, Path]] = {}
+
+    def launch(request: dict[str, Any], folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "request.json", request)
+        what = f"{request['what']} {request['name']}"
+        console.print(f"[cyan]started[/cyan] {what} (log: {folder / 'job.log'})")
+        running[executor.start(request, folder)] = (what, folder)
+
     try:
         while nodes or evals or running:
             for key in list(nodes):
                 node = plan.nodes[key]
-                if len(running) < jobs and (node.parent is None or finished(plan.nodes[node.parent])):
+                if len(running) < executor.slots and (
+                    node.parent is None or finished(plan.nodes[node.parent])
+                ):
                     nodes.remove(key)
-                    request = {
-                        "what": "stage",
-                        "name": names[key],
-                        "config": node.config.model_dump(mode="json"),
-                    }
-                    request["entry"] = stage_entry(plan, node)
-                    running[_start(request, node.dir)] = (f"stage {names[key]}", node.dir)
+                    config = node.config.model_dump(mode="json")
+                    request = {"what": "stage", "name": names[key], "config": config}
+                    launch({**request, "entry": stage_entry(plan, node)}, node.dir)
             for folder, run in list(evals.items()):
-                if len(running) < jobs and (not run.chain or finished(plan.nodes[run.chain[-1]])):
+                if len(running) < executor.slots and (not run.chain or finished(plan.nodes[run.chain[-1]])):
                     del evals[folder]
                     request = {"what": "eval", "name": eval_title(run, names), "folder": str(folder)}
-                    request |= {
-                        "model": model_of(plan, run.chain),
-                        "config": plan.evaluation.model_dump(mode="json"),
-                    }
-                    running[_start(request, folder)] = (f"eval {request['name']}", folder)
+                    config = plan.evaluation.model_dump(mode="json")
+                    launch({**request, "model": model_of(plan, run.chain), "config": config}, folder)
             if not running and (nodes or evals):
                 raise UserError(f"{len(nodes) + len(evals)} jobs wait on inputs that no job will make")
-            _reap(running)
+            _reap(running, executor)
     finally:
-        for proc in running:  # interrupted: stop the jobs; their stages resume on the next run
-            proc.terminate()
+        for handle in running:  # interrupted: stop the jobs; their stages resume on the next run
+            executor.stop(handle)
 
 
-def _start(request: dict[str, Any], folder: Path) -> subprocess.Popen:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "request.json", request)
-    log = (folder / "job.log").open("a")
-    console.print(f"[cyan]started[/cyan] {request['what']} {request['name']} (log: {folder / 'job.log'})")
-    return subprocess.Popen(
-        [sys.executable, "-m", "r1lab.experiments.jobs", str(folder / "request.json")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _reap(running: dict[subprocess.Popen, tuple[str, Path]]) -> None:
+def _reap(running: dict[Any, tuple[str, Path]], executor: Any) -> None:
     """Wait until a job ends; a failed job stops the experiment with its log's tail."""
     while running:
-        for proc, (what, folder) in list(running.items()):
-            code = proc.poll()
-            if code is None:
+        for handle, (what, folder) in list(running.items()):
+            failure = executor.poll(handle)
+            if failure is None:
                 continue
-            del running[proc]
-            if code != 0:
-                tail = "\n".join((folder / "job.log").read_text().splitlines()[-15:])
+            del running[handle]
+            if failure:
+                log = folder / "job.log"
+                tail = "\n".join(log.read_text().splitlines()[-15:]) if log.is_file() else ""
                 raise UserError(
-                    f"{what} failed (exit status {code}):\n{tail}",
-                    where=str(folder / "job.log"),
+                    f"{what} failed ({failure}):\n{tail}".rstrip(),
+                    where=str(log),
                     fix="fix the cause and run again: finished stages are kept, an interrupted one resumes",
                 )
             console.print(f"[green]finished[/green] {what}")
