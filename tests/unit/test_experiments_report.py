@@ -81,3 +81,25 @@ def test_report_numbers_are_the_hand_computed_ones(tmp_path):
 def test_report_of_a_folder_without_experiment_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="holds no experiment"):
         write_experiment_report(tmp_path)
+
+
+def test_report_of_an_interrupted_experiment_pairs_the_seeds_it_has(tmp_path):
+    def run(seed, name, correct, evaluated=True):
+        folder = tmp_path / "e" / f"{name}{seed}"
+        eval_dir = write_eval(folder, correct) if evaluated else str(folder)
+        return {"seed": seed, "chain": [], "eval_dir": eval_dir}
+
+    sft = [run(0, "sft", [1, 0, 0, 0]), run(1, "sft", [1, 1, 0, 0])]
+    rl = [
+        run(0, "rl", [1, 1, 1, 0]),
+        run(1, "rl", [1, 1, 1, 1], evaluated=False),
+    ]  # killed before seed 1's eval
+    arms = [
+        {"label": "SFT-only", "stages": ["sft"], "sweep": None, "runs": sft},
+        {"label": "SFT→RL", "stages": ["sft", "rl"], "sweep": None, "runs": rl},
+    ]
+    state = {"experiment": {"name": "toy", "baseline": "SFT-only", "seeds": [0, 1], "arms": arms}}
+    (tmp_path / "pipeline.json").write_text(json.dumps(state))
+    table = write_experiment_report(tmp_path).read_text()
+    assert "| SFT→RL | sft → rl | 1 | 75.0 |" in table  # one seed so far
+    assert "| SFT→RL | 0 | 75.0 | [0.0, 100.0] | +50.0 | 2 / 0 | 0.5 |" in table  # paired with seed 0 only

@@ -98,7 +98,9 @@ def test_paired_several_seeds_against_an_untrained_baseline_and_holm():
     base = np.zeros(50)  # the base model: one evaluation, broadcast against every seed
     better = np.array([[1.0] * 20 + [0.0] * 30, [1.0] * 25 + [0.0] * 25, [1.0] * 15 + [0.0] * 35])
     noise = np.array([[1.0] * 1 + [0.0] * 49, [0.0] * 50, [0.0] * 50])
-    out = compare_to_baseline({"base": base, "better": better, "noise": noise}, "base")
+    by_seed = {"base": {None: base}, "better": dict(enumerate(better)), "noise": dict(enumerate(noise))}
+    out = compare_to_baseline(by_seed, "base")
+    assert out["better"].seeds == [0, 1, 2]
     assert out["better"].diff == pytest.approx(0.4)
     assert [round(d, 2) for d, *_ in out["better"].per_seed] == [0.4, 0.5, 0.3]
     assert out["better"].p == 1 / 10_000  # every resample has a positive difference: the floor 1/resamples
@@ -106,3 +108,13 @@ def test_paired_several_seeds_against_an_untrained_baseline_and_holm():
     assert out["noise"].p == 1.0  # half the resamples are 0: no evidence at all
     assert out["better"].p_holm == pytest.approx(min(1.0, 2 * out["better"].p))
     assert out["noise"].p_holm == 1.0
+
+
+def test_arms_are_paired_on_the_seeds_both_have():
+    # an interrupted experiment: the arm has seeds 0 and 2, the baseline 0, 1, 2
+    baseline = {0: np.array([1.0, 0, 0, 0]), 1: np.array([1.0, 1, 1, 1]), 2: np.array([0.0, 0, 0, 0])}
+    arm = {2: np.array([1.0, 1, 0, 0]), 0: np.array([1.0, 1, 1, 0])}
+    out = compare_to_baseline({"b": baseline, "a": arm}, "b")["a"]
+    assert out.seeds == [2, 0]
+    assert [d for d, *_ in out.per_seed] == [0.5, 0.5]  # seed 1 of the baseline (all solved) is not used
+    assert out.diff == 0.5

@@ -45,10 +45,18 @@ class ArmData:
         default_factory=dict
     )  # "<arm> s<seed>" -> metrics of its last stage
 
+    def by_seed(self) -> dict[Any, np.ndarray]:
+        """Correctness per problem, per seed; the base arm (one evaluation, shared by every seed) as {None: ...}."""
+        if not self.stages:
+            return {None: _correct(self.rows[0])}
+        return {seed: _correct(rows) for seed, rows in zip(self.seeds, self.rows, strict=True)}
+
     def matrix(self) -> np.ndarray:
-        evals = {id(r): r for r in self.rows}  # the base arm: one evaluation, shared by every seed
-        rows = list(evals.values()) if len(evals) < len(self.rows) else self.rows
-        return np.array([[float(r[p]["correct"]) for p in sorted(r)] for r in rows])
+        return np.array(list(self.by_seed().values()))
+
+
+def _correct(rows: dict[int, dict]) -> np.ndarray:
+    return np.array([float(rows[p]["correct"]) for p in sorted(rows)])
 
 
 def write_experiment_report(root: Path) -> Path:
@@ -67,7 +75,7 @@ def write_experiment_report(root: Path) -> Path:
         raise UserError(f"no arm of {root} has finished its evaluation yet", where=str(state_path))
     baseline = exp["baseline"] if any(a.label == exp["baseline"] for a in arms) else None
     stats = {a.label: arm_stats(a.matrix()) for a in arms}
-    paired = compare_to_baseline({a.label: a.matrix() for a in arms}, baseline) if baseline else {}
+    paired = compare_to_baseline({a.label: a.by_seed() for a in arms}, baseline) if baseline else {}
 
     plots_dir = root / "plots"
     plots_dir.mkdir(exist_ok=True)
@@ -257,11 +265,12 @@ def seeds_table(arms: list[ArmData], paired: dict[str, PairedStats], baseline: s
     for a in arms:
         d = paired.get(a.label)
         for i, (seed, results) in enumerate(zip(a.seeds, a.results, strict=True)):
+            pair = d.seeds.index(seed) if d is not None and seed in (d.seeds or []) else None
             shown = "–" if seed is None else str(seed) if a.stages else f"(vs seed {seed})"  # base: one eval
             cells = [a.label, shown, _pct(results["accuracy"])]
             cells.append(_interval(tuple(results["accuracy_ci95"])))
-            if d is not None and i < len(d.per_seed):
-                diff, b, c, p = d.per_seed[i]
+            if d is not None and pair is not None:
+                diff, b, c, p = d.per_seed[pair]
                 cells += [f"{100 * diff:+.1f}", f"{b} / {c}", _p(p)]
             else:
                 cells += ["–", "–", "–"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from math import comb
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,7 @@ class PairedStats:
     p: float  # exact McNemar with one seed, else the two-sided bootstrap p
     per_seed: list[tuple[float, int, int, float]]  # (difference, b, c, McNemar p) per seed
     p_holm: float | None = None
+    seeds: list[Any] | None = None  # the seeds paired, in the order of per_seed
 
 
 def paired_stats(
@@ -141,15 +143,29 @@ def paired_stats(
     return PairedStats(float(d.mean()), percentile_interval(draws), p, per_seed)
 
 
+def align(arm: dict[Any, np.ndarray], baseline: dict[Any, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Two arms' per-seed correctness vectors as paired matrices: seeds both have (in the arm's order), or every
+    seed against the one evaluation of an untrained arm (keyed None). Returns (arm, baseline, seeds)."""
+    if None in arm or None in baseline:
+        seeds = [s for s in (baseline if None in arm else arm) if s is not None] or [None]
+        return as_matrix(list(arm.values())), as_matrix(list(baseline.values())), seeds
+    seeds = [s for s in arm if s in baseline]
+    if not seeds:
+        raise ValueError(f"no seed in common: {list(arm)} vs {list(baseline)}")
+    return as_matrix([arm[s] for s in seeds]), as_matrix([baseline[s] for s in seeds]), seeds
+
+
 def compare_to_baseline(
-    arms: dict[str, np.ndarray], baseline: str, resamples: int = RESAMPLES, seed: int = SEED
+    arms: dict[str, dict[Any, np.ndarray]], baseline: str, resamples: int = RESAMPLES, seed: int = SEED
 ) -> dict[str, PairedStats]:
-    """Paired statistics of every other arm against `baseline`, Holm-adjusted across those arms."""
-    out = {
-        label: paired_stats(x, arms[baseline], resamples, seed)
-        for label, x in arms.items()
-        if label != baseline
-    }
+    """Paired statistics of every other arm against `baseline` (arms: label -> {seed: correctness vector}, an
+    untrained arm as {None: vector}), on the seeds both have; Holm-adjusted across those arms."""
+    out = {}
+    for label, by_seed in arms.items():
+        if label != baseline:
+            a, z, seeds = align(by_seed, arms[baseline])
+            out[label] = paired_stats(a, z, resamples, seed)
+            out[label].seeds = seeds
     for label, adjusted in zip(out, holm([s.p for s in out.values()]), strict=True):
         out[label].p_holm = adjusted
     return out
