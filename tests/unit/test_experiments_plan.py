@@ -165,3 +165,14 @@ def test_run_flags_that_do_not_apply_are_refused(tmp_path):
     with pytest.raises(UserError, match="--from applies to a recipe without `experiment:`"):
         run_recipe_file(tmp_path / "exp.yaml", from_stage="rl")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_stage_under_another_name_reuses_the_folder_of_the_same_key(tmp_path):
+    # e.g. `r1lab compare`'s rl-only and an experiment's RL-from-base arm in the same run folder
+    first = plan_of(tmp_path, {"arms": [{"label": "RL", "stages": ["rl"]}]})
+    (node,) = first.nodes.values()
+    node.dir.mkdir(parents=True)  # what training leaves behind
+    renamed = [STAGES[0], {**STAGES[1], "name": "rl-only"}]
+    second = plan_of(tmp_path, {"arms": [{"label": "RL-only", "stages": ["rl-only"]}]}, renamed)
+    (again,) = second.nodes.values()
+    assert again.key == node.key and again.dir == node.dir and again.name == "rl-only"

@@ -72,6 +72,7 @@ def test_report_numbers_are_the_hand_computed_ones(tmp_path):
         "400 |",
     ]  # 100 + 200 s; 3000 + 500 tokens; 10 tok/s * 40 s
     assert rows["SFT-only"][6] == "(baseline)"
+    assert "Compute: 5m00s training (each shared stage once)" in table  # sft 100 s counted once, + rl 200 s
     assert "| SFT→RL | 5 | 0 | 4, 5, 6, 7, 8 |" in table  # where they differ: problems 4-8
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "http" not in page

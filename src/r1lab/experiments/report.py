@@ -178,7 +178,7 @@ def _cost(chain: list[str]) -> tuple[float | None, float | None, float | None]:
     seconds = trained = generated = 0.0
     rollouts = False
     for folder in map(Path, chain):
-        entry = json.loads((folder / "stage.json").read_text()) if (folder / "stage.json").is_file() else {}
+        entry = _read(folder / "stage.json")
         if entry.get("seconds") is None:
             return None, None, None
         seconds += entry["seconds"]
@@ -225,7 +225,22 @@ def _run_label(arm: ArmData, seed: Any) -> str:
 def _summary_line(arms: list[ArmData], exp: dict[str, Any], baseline: str | None) -> str:
     problems = arms[0].matrix().shape[1]
     seeds = ", ".join(str(s) for s in exp["seeds"]) if exp["seeds"] != [None] else "the stages' own"
-    return f"{problems} held-out problems; training seeds: {seeds}; baseline: {baseline or '(not evaluated yet)'}."
+    line = f"{problems} held-out problems; training seeds: {seeds}; baseline: {baseline or '(not evaluated yet)'}."
+    train, evaluate = _compute(exp)
+    return f"{line} Compute: {_duration(train)} training (each shared stage once) + {_duration(evaluate)} evaluation."
+
+
+def _compute(exp: dict[str, Any]) -> tuple[float, float]:
+    """Seconds of every distinct stage and evaluation of the experiment that finished."""
+    stages = {d for a in exp["arms"] for r in a["runs"] for d in r["chain"]}
+    evals = {r["eval_dir"] for a in exp["arms"] for r in a["runs"]}
+    train = sum(_read(Path(d) / "stage.json").get("seconds") or 0.0 for d in stages)
+    evaluate = sum(_read(Path(d) / "results.json").get("seconds") or 0.0 for d in evals)
+    return train, evaluate
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def arms_table(
