@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from r1lab.algorithms.advantages import ADVANTAGES
@@ -31,33 +30,7 @@ from r1lab.algorithms.policy_losses import (
 from r1lab.config import RLConfig
 from r1lab.rollout.types import Rollouts, SamplingParams
 from r1lab.stages.rl_forward import completion_logprobs
-
-
-def world() -> tuple[int, int]:
-    """(rank, world_size) of the default process group; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's `obj`, in rank order (pickled over the process group)."""
-    _, size = world()
-    if size == 1:
-        return [obj]
-    out: list[Any] = [None] * size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def all_reduce_sum(values: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Sum each tensor over ranks (in place on a stacked copy; one collective)."""
-    if world()[1] == 1 or not values:
-        return values
-    keys = sorted(values)
-    stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
-    dist.all_reduce(stacked)
-    return dict(zip(keys, stacked.unbind(), strict=True))
+from r1lab.training.distributed import all_reduce_sum, gather_objects, world
 
 
 def split_even(n: int, parts: int) -> list[range]:

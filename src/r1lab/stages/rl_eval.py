@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from r1lab.config import EvalConfig, RLConfig
-from r1lab.stages.rl_batch import gather_objects, split_even, world
+from r1lab.stages.rl_batch import split_even
+from r1lab.training.distributed import gather_objects, world
 
 
 def evaluate_policy(

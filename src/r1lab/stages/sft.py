@@ -24,6 +24,7 @@ from r1lab.training.accel import build_accelerator, seed_everything
 from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import save_checkpoint, save_final
 from r1lab.training.data_order import EpochOrder, shard
+from r1lab.training.distributed import reduce_sum
 from r1lab.training.interrupt import StopFlag, StopRequested
 from r1lab.training.optim import build_optimizer, build_scheduler
 from r1lab.training.resume import restore, resume_point
@@ -106,7 +107,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                 ]
                 targets = [_shifted_targets(b) for b in batches]
                 local = torch.tensor(float(sum(int((t != IGNORE_INDEX).sum()) for t in targets)))
-                n_tokens = accelerator.reduce(local.to(accelerator.device), reduction="sum").clamp(min=1)
+                n_tokens = reduce_sum(local.to(accelerator.device)).clamp(min=1)
 
                 step_loss = torch.zeros((), device=accelerator.device)
                 for i, (batch, target) in enumerate(zip(batches, targets, strict=True)):
@@ -124,7 +125,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
 
-                loss = accelerator.reduce(step_loss, reduction="sum") / n_tokens
+                loss = reduce_sum(step_loss) / n_tokens
                 window_tokens += sum(lengths[i] for i in indices)
                 window_time += time.perf_counter() - step_began
                 if step % train.log_every == 0 or step == total:
@@ -216,6 +217,6 @@ def evaluate(model: Any, examples: Any, cfg: SFTConfig, accelerator: Any, loss_f
         with accelerator.autocast():
             summed = _forward_loss(inner, batch, targets, loss_fn, accelerator.device)
         total += torch.stack([summed.float(), (targets != IGNORE_INDEX).sum().float().to(summed.device)])
-    total = accelerator.reduce(total, reduction="sum")
+    total = reduce_sum(total)
     model.train()
     return (total[0] / total[1].clamp(min=1)).item()

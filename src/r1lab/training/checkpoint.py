@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from r1lab.errors import UserError
 from r1lab.models import save_model
+from r1lab.training.distributed import gather_objects
 from r1lab.training.rundir import write_state
 
 STATE_FILE = "trainer_state.pt"
@@ -80,7 +80,7 @@ def save_checkpoint(
     """Write `checkpoints/step-<step>/` atomically (collective: call it on every rank). Returns its path."""
     root = checkpoints_dir(output_dir)
     final = root / f"step-{step}"
-    rng_all = gather_object([rng_state()])  # one entry per rank, in rank order
+    rng_all = gather_objects(rng_state())  # one entry per rank, in rank order
 
     def write() -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -201,8 +201,7 @@ def on_main(accelerator: Accelerator, fn: Callable[[], Any]) -> Any:
             result = fn()
         except UserError as e:
             error = (type(e).__name__, e.what, e.where, e.fix)
-    outcome = gather_object([(result, error)])[0] if accelerator.num_processes > 1 else (result, error)
-    result, error = outcome
+    result, error = gather_objects((result, error))[0]
     if error is not None:
         kind, what, where, fix = error
         raise (DiskFull if kind == "DiskFull" else UserError)(what, where=where, fix=fix)

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from r1lab.training.distributed import reduce_sum
+
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -42,7 +44,6 @@ class StopFlag:
         """Raise StopRequested when any rank got a stop signal (all-reduced, so all ranks stop together)."""
         flag = self._flag
         if accelerator.num_processes > 1:
-            t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-            flag = bool(accelerator.reduce(t, reduction="sum").item() > 0)
+            flag = reduce_sum(torch.tensor([float(flag)], device=accelerator.device)).item() > 0
         if flag:
             raise StopRequested
