@@ -157,10 +157,9 @@ def data_make(
     ] = None,
 ) -> None:
     """Write a built-in task's problems (prompt, answer, step-by-step completion) as JSONL to see and edit."""
-    import json
-
     import yaml
 
+    from r1lab.data.jsonl import write_jsonl
     from r1lab.tasks import get_task
 
     options = {}
@@ -171,10 +170,7 @@ def data_make(
         options[key.strip()] = yaml.safe_load(value)
     records = get_task(task).generate(n, seed=seed, split=split, **options)
     path = out or Path(f"{task}-{split}.jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
+    write_jsonl(path, records)
     console.print(f"[green]wrote[/green] {len(records)} {task} problems ({split}) to {path}")
 
 

@@ -28,6 +28,7 @@ from r1lab.config import (
     load_yaml,
     validate,
 )
+from r1lab.data.jsonl import write_jsonl
 from r1lab.errors import UserError
 
 console = Console(stderr=True)
@@ -59,11 +60,8 @@ def write_task_files(recipe: RecipeConfig, root: Path) -> dict[str, Path]:
     for split, size in (("train", recipe.task.train_size), ("test", recipe.task.test_size)):
         path = root / "data" / f"{split}.jsonl"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
             records = task.generate(size, seed=recipe.task.seed, split=split, **recipe.task.options)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-            tmp.replace(path)
+            write_jsonl(path, records)
         files[split] = path
     return files
 

@@ -5,6 +5,7 @@ The stages use: `read_sft_data` / `read_prompt_data` (read and check the data be
 """
 
 from r1lab.data.formats import Conversation, Preference, normalise, resolve_schema
+from r1lab.data.jsonl import write_jsonl
 from r1lab.data.packing import block_causal_mask, collate, pack
 from r1lab.data.prompts import (
     PromptDataset,
@@ -39,4 +40,5 @@ __all__ = [
     "resolve_schema",
     "tokenize_conversation",
     "tokenize_prompt",
+    "write_jsonl",
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec
+from r1lab.data.jsonl import write_jsonl
 from r1lab.errors import UserError
 from r1lab.eval.metrics import maj_at_k, pass_at_k, wilson_interval
 from r1lab.eval.tables import results_markdown
@@ -107,8 +108,7 @@ def _eval_errors(fn: Any, *args: Any) -> Any:
 def _write_task_set(task: Any, cfg: EvalConfig, folder: Path) -> str:
     records = task.generate(cfg.limit or TASK_EVAL_SIZE, seed=TASK_EVAL_SEED, split=cfg.split)
     path = folder / f"{task.name}-{cfg.split}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
+    return str(write_jsonl(path, records))
 
 
 def _generate_and_score(
@@ -234,8 +234,8 @@ def write_results(results: dict[str, Any], rows: list[dict], out_dir: Path) -> N
     files = {
         "results.json": json.dumps(results, indent=2) + "\n",
         "results.md": results_markdown(results) + "\n",
-        "samples.jsonl": "".join(json.dumps(r) + "\n" for r in rows),
     }
+    write_jsonl(out_dir / "samples.jsonl", rows)
     for name, text in files.items():
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(text)

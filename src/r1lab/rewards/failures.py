@@ -3,11 +3,12 @@ failure is written with its inputs to `reward_errors.jsonl`, and the totals are 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from r1lab.data.jsonl import write_jsonl
 
 _console = Console(stderr=True, highlight=False)
 _SHOWN = 200  # characters of a completion quoted in the printed message
@@ -28,7 +29,7 @@ class FailureLog:
         self.batches += 1
         if not errors:
             return
-        lines = []
+        records = []
         for e in errors:
             label, i = e["reward"], e["index"]
             if label not in self.counts:
@@ -36,11 +37,9 @@ class FailureLog:
             self.counts[label] = self.counts.get(label, 0) + 1
             record = {"batch": self.batches, "index": i, "reward": label, "error": e["error"]}
             record.update(completion=completions[i], prompt=prompts[i], columns=columns[i])
-            lines.append(json.dumps(record, default=str) + "\n")
+            records.append(record)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.writelines(lines)
+            write_jsonl(self.path, records, append=True)
 
     def _print_first(self, label: str, error: str, completion: str) -> None:
         quoted = completion if len(completion) <= _SHOWN else completion[:_SHOWN] + "…"

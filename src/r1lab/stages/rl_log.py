@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from r1lab.config import RLConfig
+from r1lab.data.jsonl import write_jsonl
 from r1lab.errors import UserError
 from r1lab.rewards.runner import is_correct
 from r1lab.stages.rl_batch import Scored, flat_groups
@@ -117,20 +118,21 @@ class RewardFailureStop:
 
 def write_samples(path: Path, step: int, batch: Scored, advantages: torch.Tensor) -> None:
     """Append this step's completions with their rewards (one JSON line per completion)."""
-    with path.open("a") as f:
-        for i, text in enumerate(batch.rollouts.texts):
-            record = {
-                "step": step,
-                "group": batch.rollouts.prompt_index[i],
-                "prompt": batch.prompt_texts[i],
-                "completion": text,
-                "reward": _num(float(batch.rewards[i])),
-                "rewards": {k: v[i] for k, v in batch.per_function.items()},
-                "advantage": float(advantages[i]),
-                "finish_reason": batch.rollouts.finish_reasons[i],
-                "length": batch.rollouts.completion_lengths[i],
-            }
-            f.write(json.dumps(record) + "\n")
+    records = [
+        {
+            "step": step,
+            "group": batch.rollouts.prompt_index[i],
+            "prompt": batch.prompt_texts[i],
+            "completion": text,
+            "reward": _num(float(batch.rewards[i])),
+            "rewards": {k: v[i] for k, v in batch.per_function.items()},
+            "advantage": float(advantages[i]),
+            "finish_reason": batch.rollouts.finish_reasons[i],
+            "length": batch.rollouts.completion_lengths[i],
+        }
+        for i, text in enumerate(batch.rollouts.texts)
+    ]
+    write_jsonl(path, records, append=True)
 
 
 def drop_samples_after(path: Path, step: int) -> None:

@@ -23,6 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from r1lab.data.jsonl import write_jsonl
 from r1lab.training.backends import Backend, open_backend
 
 console = Console(stderr=True)
@@ -57,7 +58,6 @@ class Tracker:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._truncate_after(start_step)
-        self._file = self.path.open("a")
         for name in dict.fromkeys(report_to or []):
             self._backends.append(open_backend(name, Path(output_dir), config, resumed=start_step > 0))
         self._progress = Progress(
@@ -79,8 +79,7 @@ class Tracker:
         if not self.enabled:
             return
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}, "time": round(time.time(), 3)}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        write_jsonl(self.path, [record], append=True)
         if self._backends:
             scalars = {k: float(v) for k, v in record.items() if k != "step" and _finite_number(v)}
             scalars.pop("time")
@@ -100,7 +99,6 @@ class Tracker:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        self._file.close()
         for backend in self._backends:
             backend.close()
         self._backends = []
