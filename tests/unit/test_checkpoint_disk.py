@@ -106,3 +106,51 @@ def test_final_model_on_a_full_disk_is_one_error(disk, trained) -> None:
     assert_failed_cleanly(e.value, out, checkpoint_bytes(model, None))
     assert not (out / "final").exists()
     assert "no checkpoint was kept" in e.value.fix
+
+
+def test_sft_stops_on_a_full_disk_and_resumes_once_there_is_space(disk, tiny_model_dir) -> None:
+    from r1lab.config import SFTConfig, validate
+    from r1lab.stages.sft import run_sft
+
+    data = disk.parent / "data.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": f"{a} + 1 =", "completion": f" {a + 1}"}) + "\n" for a in range(8))
+    )
+    out = disk / "sft"
+    cfg = validate(
+        SFTConfig,
+        {
+            "model": {"path": str(tiny_model_dir)},
+            "data": {"path": str(data), "max_length": 32},
+            "train": {"output_dir": str(out), "batch_size": 2, "max_steps": 3, "save_every": 1},
+        },
+    )
+    fill(
+        disk, 600 * 1024
+    )  # one checkpoint (~410 KiB: weights, 2x them of Adam state, tokenizer) fits, not two
+    with pytest.raises(DiskFull) as e:
+        run_sft(cfg)
+    assert "checkpoint step-2" in e.value.what and "step-1, is intact" in e.value.fix
+    assert json.loads((out / "state.json").read_text())["status"] == "failed"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-1"]
+    (disk / "filler").unlink()
+    resumed = run_sft(cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": True})}))
+    assert resumed == out / "final" and json.loads((out / "state.json").read_text())["status"] == "complete"
+
+
+def test_rl_keeps_state_failed_after_a_full_disk(disk, tiny_model_dir) -> None:
+    from rl_testkit import rl_config
+
+    from r1lab.stages.rl import run_rl
+
+    cfg = rl_config(
+        disk.parent / "rl",
+        tiny_model_dir,
+        {"train": {"output_dir": str(disk / "rl"), "max_steps": 3, "save_every": 1}},
+    )
+    fill(disk, 600 * 1024)
+    with pytest.raises(DiskFull):
+        run_rl(cfg)
+    state = json.loads((disk / "rl" / "state.json").read_text())
+    assert state["status"] == "failed" and "checkpoint step-2" in state["reason"]  # not "interrupted"
+    assert [p.name for p in (disk / "rl" / "checkpoints").iterdir()] == ["step-1"]
