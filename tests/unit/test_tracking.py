@@ -199,3 +199,17 @@ def test_an_sft_run_logs_its_resolved_config_and_metrics_to_mlflow(tmp_path, tin
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")]
     assert losses == [(r["step"], pytest.approx(r["loss"])) for r in logged]
+
+
+def test_mlflow_uses_the_tracking_uri_the_user_set(tmp_path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'shared' / 'team.db'}"
+    (tmp_path / "shared").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "team")
+    log_run(tmp_path / "stage", "mlflow")
+    assert not (tmp_path / "stage" / "mlflow.db").exists()
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("team").experiment_id])
+    assert run.data.metrics == {"loss": 1.5, "reward/mean": 0.5}  # the latest value of each
