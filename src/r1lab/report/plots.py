@@ -61,17 +61,18 @@ def interval_bars(
     x = range(len(labels))
     bars = ax.bar(x, acc, yerr=errors, capsize=6, color=[colors[i % len(colors)] for i in x])
     for i, seeds in enumerate(per_seed):
-        if len(seeds) > 1:
-            ax.plot([i] * len(seeds), [100 * v for v in seeds], "k.", markersize=5, zorder=3)
-    for bar, value in zip(bars, acc, strict=True):
+        if len(seeds) > 1:  # beside the error bar, not on it
+            ax.plot([i + 0.22] * len(seeds), [100 * v for v in seeds], "k.", markersize=6, zorder=3)
+    for bar, value, (_, hi) in zip(bars, acc, intervals, strict=True):
         ax.annotate(
             f"{value:.1f}",
-            (bar.get_x() + bar.get_width() / 2, value),
+            (bar.get_x() + bar.get_width() / 2, max(value, 100 * hi)),
             ha="center",
             va="bottom",
-            xytext=(8, 3),
+            xytext=(0, 4),
             textcoords="offset points",
         )
+    ax.margins(y=0.12)
     ax.set_xticks(
         list(x), labels, rotation=20 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center"
     )
