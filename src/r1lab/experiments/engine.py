@@ -70,12 +70,13 @@ def run_experiment(
         from r1lab.experiments.ray_tasks import RayTasks
 
         run_jobs(plan, names, RayTasks(jobs if jobs > 1 else None) if ray else Processes(jobs))
-    for run in plan.runs:  # with --jobs, everything is done by now: this only records it
+    for i, run in enumerate(plan.runs):  # with --jobs, everything is done by now: this only records it
         for key in run.chain:
             ensure_stage(plan, plan.nodes[key], names[key])
         ensure_eval(plan, run, names)
         write_index(plan, names, recipe.name)
-    write_experiment_report(root)
+        if i + 1 == len(plan.runs) or plan.runs[i + 1].seed != run.seed:
+            write_experiment_report(root)  # after every seed: a readable comparison while later seeds train
     return root
 
 
