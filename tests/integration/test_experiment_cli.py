@@ -47,7 +47,10 @@ def trained(stderr: str, kind: str) -> int:
 
 
 def test_seeded_experiment_shares_stages_reruns_only_what_changed_and_rerenders(tmp_path, tiny_model_dir):
-    path = recipe(tmp_path, tiny_model_dir, **SEEDED)  # recipes/quickstart-seeds.yaml's experiment
+    # recipes/quickstart-seeds.yaml's experiment, with an arm override on top
+    arms = [*SEEDED["arms"][:-1], {**SEEDED["arms"][-1], "overrides": {"rl.train.max_steps": 3}}]
+    seeded = {**SEEDED, "arms": arms}
+    path = recipe(tmp_path, tiny_model_dir, **seeded)
     first = r1lab("run", str(path))
     assert first.returncode == 0, first.stderr
     run = tmp_path / "run"
@@ -63,7 +66,7 @@ def test_seeded_experiment_shares_stages_reruns_only_what_changed_and_rerenders(
     sft_config = yaml.safe_load((Path(arms["SFT→RL"]["runs"][1]["chain"][0]) / "config.yaml").read_text())
     assert sft_config["train"]["seed"] == 1
     rl_config = yaml.safe_load((Path(arms["SFT→RL"]["runs"][1]["chain"][1]) / "config.yaml").read_text())
-    assert (rl_config["train"]["seed"], rl_config["train"]["max_steps"]) == (1, 20)  # the arm's override
+    assert (rl_config["train"]["seed"], rl_config["train"]["max_steps"]) == (1, 3)  # the arm's override
 
     table = (run / "results.md").read_text()
     for label in ("base", "SFT-only", "SFT→RL"):
@@ -86,7 +89,7 @@ def test_seeded_experiment_shares_stages_reruns_only_what_changed_and_rerenders(
     assert (run / "results.md").read_text() == table
     assert "| SFT→RL |" in shown.stdout and (run / "report.html").is_file()
 
-    changed = recipe(tmp_path, tiny_model_dir, (SFT, {**RL, "optim": {"lr": 5e-4}}), **SEEDED)
+    changed = recipe(tmp_path, tiny_model_dir, (SFT, {**RL, "optim": {"lr": 5e-4}}), **seeded)
     third = r1lab("run", str(changed))
     assert third.returncode == 0, third.stderr
     assert (trained(third.stderr, "sft"), trained(third.stderr, "rl")) == (0, 3)  # only the RL stages re-run
