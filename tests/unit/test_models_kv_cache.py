@@ -19,7 +19,7 @@ def test_cache_kwarg_is_accepted_by_the_forward_and_carries_the_cache(tiny_model
     with torch.no_grad():
         full = model(input_ids=ids).logits[:, -1]
         out = model(input_ids=ids[:, :3], use_cache=True)
-        cache = out["cache"] if "cache" in out else out.past_key_values
+        cache = out.get("cache", out.past_key_values)
         step = model(input_ids=ids[:, 3:], position_ids=torch.tensor([[3]]), use_cache=True, **{name: cache})
     torch.testing.assert_close(step.logits[:, -1], full, atol=1e-5, rtol=1e-5)  # the cache was used
 

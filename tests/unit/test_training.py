@@ -91,7 +91,8 @@ def test_unwritable_output_dir_is_a_user_error(tmp_path) -> None:
         ensure_writable(blocker / "run")
     assert e.value.where == "train.output_dir" and "cannot write" in e.value.what
     assert ensure_writable(tmp_path / "ok" / "run") == tmp_path / "ok" / "run"
-    assert not (tmp_path / "ok").exists()  # the check leaves nothing behind; the stage creates it on first write
+    # the check leaves nothing behind; the stage creates the folder on its first write
+    assert not (tmp_path / "ok").exists()
 
 
 def test_state_json_round_trip(tmp_path) -> None:
