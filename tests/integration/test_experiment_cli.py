@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from test_recipe_cli import STAGES, r1lab  # the tiny SFT and RL stages, the CLI runner
+
+from process_testkit import start_paused, wait_until_paused
 
 SFT, RL = STAGES
 SEEDED = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "quickstart-seeds.yaml").read_text())[
@@ -113,27 +113,28 @@ def test_sweep_expands_into_one_arm_per_value_with_a_plot(tmp_path, tiny_model_d
 
 
 def test_an_interrupted_experiment_resumes_the_stage_it_was_in(tmp_path, tiny_model_dir):
-    long_sft = {**SFT, "train": {"max_steps": 400, "batch_size": 8, "save_every": 5}}
-    path = recipe(tmp_path, tiny_model_dir, stages=(long_sft,))
+    short_sft = {**SFT, "train": {"max_steps": 6, "batch_size": 8, "save_every": 3}}
+    path = recipe(tmp_path, tiny_model_dir, stages=(short_sft,))
     data = yaml.safe_load(path.read_text())
     data["experiment"]["arms"] = ARMS[:2]
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "r1lab.cli", "run", str(path)],
+    # the experiment in a child that holds in SFT step 4 (after its step-3 checkpoint), killed (SIGKILL) there
+    proc = start_paused(
+        ["run", str(path)],
+        tmp_path,
+        pause_at=4,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes any worker down with it
     )
-    deadline = time.monotonic() + 300
-    checkpoints: list[Path] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        checkpoints = list((tmp_path / "run").glob("stages/sft-*/checkpoints/step-*"))
-        if checkpoints:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert checkpoints, "the SFT stage wrote no checkpoint before the deadline"
+    try:
+        wait_until_paused(proc, tmp_path, 4)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    checkpoints = list((tmp_path / "run").glob("stages/sft-*/checkpoints/step-*"))
+    assert [p.name for p in checkpoints] == ["step-3"]
     stage = checkpoints[0].parents[1]
     assert json.loads((stage / "stage.json").read_text())["status"] == "running"
     assert not (stage / "final").exists()
@@ -141,7 +142,7 @@ def test_an_interrupted_experiment_resumes_the_stage_it_was_in(tmp_path, tiny_mo
     resumed = r1lab("run", str(path))
     assert resumed.returncode == 0, resumed.stderr
     printed = "".join(resumed.stderr.split())  # rich wraps long paths
-    assert f"resumingfrom{checkpoints[0].parent}/step-" in printed
+    assert f"resumingfrom{checkpoints[0]}" in printed
     assert [p.name for p in (tmp_path / "run" / "stages").iterdir()] == [stage.name]  # the same stage folder
     assert json.loads((stage / "stage.json").read_text())["status"] == "complete"
     assert "| SFT-only |" in (tmp_path / "run" / "results.md").read_text()
