@@ -21,12 +21,27 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. optim.lr=1e-5")]
+RecipeOverrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="dotted key=value overrides of the recipe's own keys (not inside stages), e.g. task.train_size=500"
+    ),
+]
 Resume = Annotated[bool, typer.Option("--resume", help="continue from the newest complete checkpoint")]
 Jobs = Annotated[
-    int, typer.Option("--jobs", min=1, help="an experiment's independent stages as up to N local processes")
+    int,
+    typer.Option(
+        "--jobs",
+        min=1,
+        help="an experiment's independent stages and evaluations as up to N local processes "
+        "(with --ray: up to N Ray tasks at once)",
+    ),
 ]
 Ray = Annotated[
-    bool, typer.Option("--ray", help="an experiment's stages as Ray tasks (pip install 'r1lab[ray]')")
+    bool,
+    typer.Option(  # \\[ escapes rich markup: a bare [ray] would not be shown
+        "--ray", help="an experiment's stages and evaluations as Ray tasks (pip install 'r1lab\\[ray]')"
+    ),
 ]
 
 
@@ -70,13 +85,16 @@ def rl(config: Path, overrides: Overrides = None, resume: Resume = False) -> Non
 @app.command("run")
 def run_recipe_cmd(
     recipe: Path,
-    overrides: Overrides = None,
-    from_stage: Annotated[str | None, typer.Option("--from", help="rerun from this stage on")] = None,
+    overrides: RecipeOverrides = None,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="rerun from this stage on (a recipe without `experiment:`)")
+    ] = None,
     jobs: Jobs = 1,
     ray: Ray = False,
 ) -> None:
-    """Run a multi-stage recipe (e.g. SFT then RL), evaluating the base model and every stage; a recipe with an
-    `experiment:` section runs its arms and seeds instead (shared stages once) and writes report.html."""
+    """Run a multi-stage recipe (e.g. SFT then RL), skipping finished stages; with an `eval:` section it evaluates
+    the base model and every stage. A recipe with an `experiment:` section runs its arms and seeds instead
+    (shared stages once) and writes report.html."""
     from r1lab.experiments.engine import run_recipe_file
 
     root = run_recipe_file(recipe, overrides, from_stage, jobs, ray)
@@ -84,7 +102,7 @@ def run_recipe_cmd(
 
 
 @app.command()
-def compare(recipe: Path, overrides: Overrides = None, jobs: Jobs = 1, ray: Ray = False) -> None:
+def compare(recipe: Path, overrides: RecipeOverrides = None, jobs: Jobs = 1, ray: Ray = False) -> None:
     """Run base vs SFT-only vs RL-only vs SFT→RL from an SFT→RL recipe; write results.md and report.html."""
     from r1lab.experiments.compare import compare as run_compare
 
@@ -136,7 +154,8 @@ def models_list() -> None:
 
 @models_app.command("info")
 def models_info(model: str) -> None:
-    """Show architecture, size and chat template of a model (name, folder, .gguf or hub id)."""
+    """Show a model's architecture, size, dtype, special tokens and whether it has a chat template (name, folder,
+    .gguf or hub id)."""
     from r1lab.models import model_info
 
     for key, value in model_info(model).items():
@@ -192,7 +211,10 @@ def data_tasks() -> None:
 @app.command("eval")
 def eval_cmd(
     model: str,
-    task: Annotated[str | None, typer.Option(help="built-in task (its test split, its reward)")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="built-in task: its generated problems of --split, scored by its reward"),
+    ] = None,
     data: Annotated[str | None, typer.Option(help="eval set: a file, folder or hub dataset")] = None,
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help="reward name (repeatable)")
