@@ -95,14 +95,9 @@ class TrainConfig(Strict):
     report_to: list[ReportTo] = []
 
 
-class SFTConfig(Strict):
-    kind: Literal["sft"] = "sft"
-    model: ModelConfig = ModelConfig()
-    data: DataConfig
-    optim: OptimConfig = OptimConfig()
-    train: TrainConfig = TrainConfig(output_dir="runs/sft")
-    packing: bool = False  # padding-free: several examples per row, block-diagonal attention
-    loss: str = "nll"  # name in r1lab.algorithms.sft_losses
+class TrainingStage(Strict):
+    """What the SFT and RL configs share: a partial section keeps the stage kind's defaults, and
+    train.eval_every needs held-out data."""
 
     @model_validator(mode="before")
     @classmethod
@@ -112,6 +107,16 @@ class SFTConfig(Strict):
     @model_validator(mode="after")
     def _eval_needs_held_out(self) -> Any:
         return needs_held_out(self)
+
+
+class SFTConfig(TrainingStage):
+    kind: Literal["sft"] = "sft"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig(output_dir="runs/sft")
+    packing: bool = False  # padding-free: several examples per row, block-diagonal attention
+    loss: str = "nll"  # name in r1lab.algorithms.sft_losses
 
 
 class RolloutConfig(Strict):
@@ -164,7 +169,7 @@ class AlgorithmConfig(Strict):
 OLD_LOSS_NAMES = {"grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm", "dapo": "token_mean"}
 
 
-class RLConfig(Strict):
+class RLConfig(TrainingStage):
     kind: Literal["rl"] = "rl"
     model: ModelConfig = ModelConfig()
     data: DataConfig  # prompts; other columns (gold answers...) are passed to the rewards
@@ -178,15 +183,6 @@ class RLConfig(Strict):
     max_bad_steps: int = Field(3, gt=0)  # stop after this many NaN/inf steps in a row
     # stop when a reward failed on every call of this many steps in a row
     max_reward_failure_steps: int = Field(3, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _stage_defaults(cls, data: Any) -> Any:
-        return stage_defaults(cls, data)
-
-    @model_validator(mode="after")
-    def _eval_needs_held_out(self) -> Any:
-        return needs_held_out(self)
 
     @field_validator("rollout")
     @classmethod
