@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_recipe_cli import STAGES, r1lab  # the tiny SFT and RL stages, the CLI runner
+from test_recipe_cli import recipe as pipeline_recipe
 
 from process_testkit import start_paused, wait_until_paused
 
@@ -27,18 +28,10 @@ ARMS = [
 
 
 def recipe(tmp_path: Path, model_dir: Path, stages=(SFT, RL), **experiment) -> Path:
-    data = {
-        "name": "tiny-exp",
-        "output_dir": str(tmp_path / "run"),
-        "model": {"path": str(model_dir)},
-        "task": {"name": "addition", "train_size": 48, "test_size": 12, "options": {"digits": 2}},
-        "eval": {"max_new_tokens": 16, "batch_size": 16},
-        "stages": list(stages),
-        "experiment": {"arms": ARMS, **experiment},
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return path
+    """test_recipe_cli's tiny recipe with these stages and an `experiment:` section (ARMS unless given)."""
+    return pipeline_recipe(
+        tmp_path, model_dir, name="tiny-exp", stages=list(stages), experiment={"arms": ARMS, **experiment}
+    )
 
 
 def trained(stderr: str, kind: str) -> int:
