@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import subprocess
 import sys
@@ -19,9 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def typed_commands() -> list[list[str]]:
     """Every `r1lab ...` line of the README's code blocks and of the Makefile's recipes, as argument lists."""
-    readme = ROOT.joinpath("README.md").read_text()
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.S)
-    lines = [line for block in blocks for line in block.splitlines()]
+    lines, fence = [], None  # fence: the language of the code block we are in, None outside one
+    for line in ROOT.joinpath("README.md").read_text().splitlines():
+        if line.startswith("```"):
+            fence = line[3:].strip() if fence is None else None
+        elif fence in ("bash", "sh", ""):
+            lines.append(line)
     lines += ROOT.joinpath("Makefile").read_text().splitlines()
     commands = []
     for line in lines:
