@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 import torch
-from process_testkit import start_paused, wait_until_paused
 from rl_testkit import read_metrics, rl_config, single_thread, weights
 
+from process_testkit import start_paused, wait_until_paused
 from r1lab.config import dump_config
 from r1lab.stages.rl import run_rl
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from process_testkit import start_paused, wait_until_paused
 from test_sft import _one_thread, assert_same, make_cfg, weights  # noqa: F401 (autouse fixture)
 
+from process_testkit import start_paused, wait_until_paused
 from r1lab.config import SFTConfig
 from r1lab.stages.sft import run_sft
 
