@@ -7,9 +7,11 @@ and resumes an interrupted stage from its newest checkpoint; `from_stage` reruns
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,11 +231,21 @@ def _run_stage(stage: Stage, model_path: str, state: PipelineState) -> str:
     return str(out)
 
 
+# kind -> "module:function" that trains a stage of that kind from its validated config and returns its model path.
+# Imported on use, so a recipe of SFT stages never imports the RL (or DPO...) stack.
+STAGE_RUNNERS: dict[str, str] = {
+    "sft": "r1lab.stages.sft:run_sft",
+    "rl": "r1lab.stages.rl:run_rl",
+}
+
+
+def stage_runner(kind: str) -> Callable[[Any], str | Path]:
+    module, function = STAGE_RUNNERS[kind].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def train_stage(name: str, config: SFTConfig | RLConfig, model_path: str) -> tuple[Path, float]:
     """Train one stage from `model_path`, resuming from its newest checkpoint; (its output model, seconds)."""
-    from r1lab.stages.rl import run_rl
-    from r1lab.stages.sft import run_sft
-
     if not _model_exists(model_path):
         raise UserError(f"stage {name!r}: its input model {model_path!r} does not exist")
     cfg = config.model_copy(deep=True)
@@ -241,7 +253,7 @@ def train_stage(name: str, config: SFTConfig | RLConfig, model_path: str) -> tup
     cfg.train.resume = "auto"  # an interrupted stage continues from its newest checkpoint
     console.rule(f"stage {name} ({cfg.kind}) from {model_path}")
     started = time.monotonic()
-    out = (run_sft if cfg.kind == "sft" else run_rl)(cfg)
+    out = stage_runner(cfg.kind)(cfg)
     return Path(out), round(time.monotonic() - started, 1)
 
 
