@@ -60,7 +60,7 @@ def run_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -> d
     with RewardRunner(specs, errors_path=errors_path) as rewards:
         _eval_errors(rewards.check_columns, set.intersection(*(set(p.columns) for p in prompts)))
         model, tokenizer = load_model(model_cfg, trainable=False)
-        rows = _generate_and_score(model, tokenizer, prompts, cfg, rewards)
+        rows = generate_and_score(model, tokenizer, prompts, cfg, rewards)
     results = summarize(rows, cfg, len(prompts))
     results.update(
         model=model_path,
@@ -111,7 +111,7 @@ def _write_task_set(task: Any, cfg: EvalConfig, folder: Path) -> str:
     return str(write_jsonl(path, records))
 
 
-def _generate_and_score(
+def generate_and_score(
     model: Any, tokenizer: Any, prompts: list, cfg: EvalConfig, rewards: Any
 ) -> list[dict]:
     """One row per completion: problem index, kind (greedy|sample), text, answer, rewards, correctness."""

@@ -21,7 +21,7 @@ def evaluate_policy(
 ) -> dict[str, float]:
     """`eval/<metric>` for every number in `r1lab eval`'s summary (accuracy, accuracy_ci95 bounds,
     mean_reward, mean_length, truncated_rate, format_error_rate, reward/<label>, num_problems)."""
-    from r1lab.eval.runner import _generate_and_score, summarize
+    from r1lab.eval.runner import generate_and_score, summarize
 
     batch = {"batch_size": cfg.rollout.batch_size} if cfg.rollout.batch_size else {}
     eval_cfg = EvalConfig(
@@ -30,7 +30,7 @@ def evaluate_policy(
     rank, size = world()
     share = split_even(len(prompts), size)[rank]
     rows = (
-        _generate_and_score(policy, tokenizer, [prompts[i] for i in share], eval_cfg, runner) if share else []
+        generate_and_score(policy, tokenizer, [prompts[i] for i in share], eval_cfg, runner) if share else []
     )
     for row in rows:
         row["problem"] += share.start
