@@ -34,6 +34,9 @@ class LoraConfig(Strict):
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     merge_on_save: bool = False  # also write a merged full model beside the adapter
+    # peft's init_lora_weights: default (B = 0), gaussian, pissa / olora (move the adapter's principal part out
+    # of the base weights), corda (the same from activations of the first training examples; SFT only)
+    init: Literal["default", "gaussian", "pissa", "olora", "corda"] = "default"
 
 
 class ModelConfig(Strict):
@@ -109,6 +112,29 @@ class TrainingStage(Strict):
         return needs_held_out(self)
 
 
+class MaskThoughtConfig(Strict):
+    """Masked Thought: response tokens of the input are replaced at rate
+    p(step) = min(p_max, p_max * step / (warmup_fraction * total_steps + 1)); labels are unchanged."""
+
+    p_max: float = Field(0.4, gt=0, lt=1)  # the paper: 0.4 on GSM8K, 0.2 on MATH
+    warmup_fraction: float = Field(0.66, ge=0, le=1)
+    replace_with: Literal["token", "random"] = "token"  # one mask token, or uniform random vocabulary tokens
+    token: str | None = None  # the mask token; default the tokenizer's mask token, else unk, else pad
+
+    @model_validator(mode="after")
+    def _token_only_for_token(self) -> MaskThoughtConfig:
+        if self.token is not None and self.replace_with != "token":
+            raise ValueError("mask_thought.token is used only with replace_with: token: remove it")
+        return self
+
+
+class HFTConfig(Strict):
+    """Half Fine-Tuning: per layer 2 of 4 attention matrices frozen; FFN 2 of 3 frozen in a random half of the
+    layers, 1 of 3 in the rest (seeded by train.seed, recorded in hft.json of the run folder)."""
+
+    others: Literal["train", "freeze"] = "train"  # embeddings, norms, LM head (the paper does not say)
+
+
 class SFTConfig(TrainingStage):
     kind: Literal["sft"] = "sft"
     model: ModelConfig = ModelConfig()
@@ -117,6 +143,22 @@ class SFTConfig(TrainingStage):
     train: TrainConfig = TrainConfig(output_dir="runs/sft")
     packing: bool = False  # padding-free: several examples per row, block-diagonal attention
     loss: str = "nll"  # name in r1lab.algorithms.sft_losses
+    mask_thought: MaskThoughtConfig | None = None  # Masked Thought: mask response tokens in the input
+    hft: HFTConfig | None = None  # Half Fine-Tuning; `hft: true` takes the defaults
+
+    @field_validator("hft", mode="before")
+    @classmethod
+    def _hft_flag(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
+
+    @model_validator(mode="after")
+    def _hft_is_full_fine_tuning(self) -> SFTConfig:
+        if self.hft is not None and self.model.lora is not None:
+            raise ValueError(
+                "hft freezes half of the full model's matrices, but model.lora trains an adapter instead: "
+                "remove one of hft and model.lora"
+            )
+        return self
 
 
 class RolloutConfig(Strict):

@@ -116,14 +116,16 @@ def test_every_sft_key_is_read(tmp_path, tiny_model_dir, reads):
     data = _sft_data(tmp_path)
     base = {"model": {"path": str(tiny_model_dir)}, "data": {"path": data, "max_length": 64}}
     variants = [
-        {  # full fine-tuning, eval on, max_steps, warmup from warmup_ratio, checkpoints
+        {  # full fine-tuning, eval on, max_steps, warmup from warmup_ratio, checkpoints, HFT, Masked Thought
             "data": {"eval_fraction": 0.2, "overlong": "truncate"},
+            "hft": {"others": "freeze"},
+            "mask_thought": {"p_max": 0.3, "warmup_fraction": 0.5, "replace_with": "token", "token": "<pad>"},
             "optim": {"warmup_ratio": 0.5},
             "train": {"output_dir": str(tmp_path / "a"), "max_steps": 2, "batch_size": 2, "eval_every": 1,
                       "save_every": 1, "save_total_limit": 1},
         },
         {  # LoRA (merged on save), packing, no eval, epochs instead of max_steps
-            "model": {"lora": {"r": 2, "alpha": 4, "merge_on_save": True}},
+            "model": {"lora": {"r": 2, "alpha": 4, "merge_on_save": True, "init": "pissa"}},
             "packing": True,
             "train": {"output_dir": str(tmp_path / "b"), "epochs": 0.2, "batch_size": 2},
         },

@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +55,13 @@ def _read_template(value: str) -> str:
 
 
 def load_model(
-    cfg: ModelConfig, *, trainable: bool = True
+    cfg: ModelConfig, *, trainable: bool = True, calibrate: Calibrate | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load model and tokenizer as `cfg` says. trainable=False: eval mode, no grads, no LoRA/checkpointing.
 
     A LoRA adapter folder (from `save_model` without merge) is merged into its base on load; a fresh
-    LoRA from `cfg.lora` then goes on top, so stages stack."""
+    LoRA from `cfg.lora` then goes on top, so stages stack. `calibrate(model, tokenizer)` runs the model on
+    calibration data; `lora.init: corda` needs it."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(cfg.path, cfg.revision)
@@ -106,7 +108,8 @@ def load_model(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
-        model = _wrap_lora(model, cfg.lora)
+        run = None if calibrate is None else lambda: calibrate(model, tokenizer)
+        model = _wrap_lora(model, cfg.lora, run)
     return model, tokenizer
 
 
@@ -134,10 +137,27 @@ def _resolve_dtype(name: str, path: Path) -> torch.dtype:
     return getattr(torch, name)
 
 
-def _wrap_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
+Calibrate = Callable[["PreTrainedModel", "PreTrainedTokenizerBase"], None]
+# lora.init -> peft's init_lora_weights; the last three move the adapter's initial product out of the base
+# weights (W_res = W - B0 A0), so base + adapter equals the original model at step 0
+LORA_INITS: dict[str, bool | str] = {
+    "default": True,
+    "gaussian": "gaussian",
+    "pissa": "pissa",
+    "olora": "olora",
+    "corda": "corda",
+}
+RESIDUAL_INITS = ("pissa", "olora", "corda")
+INITIAL_ADAPTER = "_r1lab_initial_adapter"  # attribute: the adapter at step 0 of a residual init
+RESIDUAL_ADAPTER_FILE = "adapter_residual.safetensors"  # the trained adapter over the residual base (resume)
+
+
+def _wrap_lora(
+    model: PreTrainedModel, lora: LoraConfig, run_model: Callable[[], None] | None = None
+) -> PreTrainedModel:
     import torch
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+    from peft import get_peft_model, get_peft_model_state_dict
 
     config = PeftLoraConfig(
         r=lora.r,
@@ -145,9 +165,16 @@ def _wrap_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
+        init_lora_weights=LORA_INITS[lora.init],
     )
     try:
-        return get_peft_model(model, config)
+        if lora.init == "corda":
+            _corda_preprocess(model, config, run_model)
+        wrapped = get_peft_model(model, config)
+        if lora.init in RESIDUAL_INITS:
+            initial = get_peft_model_state_dict(wrapped)
+            setattr(wrapped, INITIAL_ADAPTER, {k: v.detach().clone() for k, v in initial.items()})
+        return wrapped
     except ValueError as e:
         names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
         raise UserError(
@@ -155,6 +182,30 @@ def _wrap_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
             where="model.lora.target_modules",
             fix=f"use 'all-linear' or some of: {', '.join(sorted(names - {'lm_head'}))}",
         ) from None
+
+
+def _corda_preprocess(model: PreTrainedModel, config: Any, run_model: Callable[[], None] | None) -> None:
+    import torch
+    from peft.tuners.lora.config import CordaConfig
+    from peft.tuners.lora.corda import preprocess_corda
+
+    if run_model is None:
+        raise UserError(
+            "lora.init corda builds the adapter from activations on calibration data, which only the SFT "
+            "stage provides (its first training examples)",
+            where="model.lora.init",
+            fix="use pissa or olora here (no data needed), or initialise with corda in an SFT stage",
+        )
+    config.corda_config = CordaConfig(corda_method="ipm")  # instruction-previewed: the paper's for adapting
+    if config.target_modules == "all-linear":  # preprocess_corda matches names only: spell out all-linear
+        head = model.get_output_embeddings()
+        config.target_modules = {
+            n.rsplit(".", 1)[-1]
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m is not head
+        }
+    preprocess_corda(model, config, run_model=run_model)
+    model.train()  # preprocess_corda leaves the model in eval mode
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -176,7 +227,10 @@ def save_model(
     is_peft = isinstance(model, PeftModel)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        model.save_pretrained(tmp)
+        if is_peft and hasattr(model, INITIAL_ADAPTER):
+            _save_residual_adapter(model, tmp)
+        else:
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if is_peft and merge_lora:
             _save_merged(model, tokenizer, tmp / "merged")
@@ -185,6 +239,24 @@ def save_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / "merged" if is_peft and merge_lora else out_dir
+
+
+def _save_residual_adapter(model: Any, out: Path) -> None:
+    """A pissa/olora/corda adapter trains over modified base weights, so the adapter alone would be wrong on
+    the original base: write it as peft converts it (rank 2r, delta = B A - B0 A0, a plain LoRA over the
+    original base, which `load_model` merges), and the trained adapter itself for resume."""
+    import tempfile
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        initial = Path(tmp) / "initial"
+        initial.mkdir()
+        save_file(getattr(model, INITIAL_ADAPTER), str(initial / "adapter_model.safetensors"))
+        model.save_pretrained(out, path_initial_model_for_weight_conversion=str(initial))
+    trained = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(trained, str(out / RESIDUAL_ADAPTER_FILE))
 
 
 def _match_umask(folder: Path) -> None:

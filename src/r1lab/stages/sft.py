@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from r1lab.algorithms.sft_losses import IGNORE_INDEX, SFT_LOSSES
 from r1lab.config import SFTConfig, dump_config
 from r1lab.data import build_sft_dataset, collate, read_sft_data
+from r1lab.data.mask_thought import ThoughtMasker
 from r1lab.models import load_model
 from r1lab.training.accel import build_accelerator, seed_everything
 from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import save_checkpoint, save_final
 from r1lab.training.data_order import EpochOrder, shard
 from r1lab.training.distributed import reduce_sum
+from r1lab.training.hft import apply_hft, write_hft_record
 from r1lab.training.interrupt import StopFlag, StopRequested
 from r1lab.training.optim import build_optimizer, build_scheduler
 from r1lab.training.resume import restore, resume_point
@@ -47,12 +49,15 @@ def run_sft(cfg: SFTConfig) -> Path:
 
     resume_from = resume_point(train, out)  # a folder holding an earlier run is refused before any work
     read = read_sft_data(cfg.data, seed=train.seed)  # a data mistake shows before any model loads
-    model, tokenizer = load_model(cfg.model, trainable=True)
+    model, tokenizer = load_model(cfg.model, trainable=True, calibrate=_corda_calibration(cfg, read))
+    hft = cfg.hft and apply_hft(model, cfg.hft, train.seed, out, resuming=resume_from is not None)
     dataset = build_sft_dataset(cfg.data, tokenizer, read=read)
     lengths = [len(ex["input_ids"]) for ex in dataset]
     global_batch = train.batch_size * train.grad_accum * world
     order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)
     total = train.max_steps or max(1, math.ceil(train.epochs * order.steps_per_epoch))
+    thought = cfg.mask_thought
+    masker = thought and ThoughtMasker(thought, tokenizer, seed=train.seed, total_steps=total)
 
     model = accelerator.prepare(model)
     optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
@@ -66,6 +71,12 @@ def run_sft(cfg: SFTConfig) -> Path:
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty run folder
         dump_config(cfg, out / "config.yaml")
         write_state(out, "running", step=start, total_steps=total)
+        if hft:
+            write_hft_record(out, hft)
+            frozen = f"{len(hft['frozen'])} tensors frozen ({hft['frozen_fraction']:.1%} of parameters)"
+            console.print(f"hft: {frozen}, listed in hft.json")
+        if masker:
+            console.print(masker.describe())
         console.print(
             f"sft: {len(dataset)} examples ({dataset.stats}), {total} steps of {global_batch} sequences, "
             f"{world} process(es), precision {precision}"
@@ -105,7 +116,9 @@ def run_sft(cfg: SFTConfig) -> Path:
                     )
                     for ids in micro
                 ]
-                targets = [_shifted_targets(b) for b in batches]
+                targets = [_shifted_targets(b) for b in batches]  # before masking: labels stay the original
+                if masker:
+                    batches = masker(batches, step, rank)
                 local = torch.tensor(float(sum(int((t != IGNORE_INDEX).sum()) for t in targets)))
                 n_tokens = reduce_sum(local.to(accelerator.device)).clamp(min=1)
 
@@ -139,6 +152,8 @@ def run_sft(cfg: SFTConfig) -> Path:
                         "epoch": step / order.steps_per_epoch,
                         "elapsed": time.perf_counter() - began,
                     }
+                    if masker:
+                        metrics["mask_rate"] = masker.rate(step - 1)
                     tracker.log(step, metrics)
                     window_tokens, window_time = 0, 0.0
                 tracker.advance(step)
@@ -170,6 +185,24 @@ def run_sft(cfg: SFTConfig) -> Path:
     if main:
         write_state(out, "complete", step=step, total_steps=total, final=str(final))
     return final
+
+
+CORDA_SAMPLES = 256  # training examples lora.init corda calibrates on (CorDA's own setting)
+
+
+def _corda_calibration(cfg: SFTConfig, read: Any) -> Any:
+    """For lora.init corda: a function that runs the model (no grad) on the first CORDA_SAMPLES examples, one
+    per forward (peft's covariance hook takes one unpadded sequence at a time)."""
+    if cfg.model.lora is None or cfg.model.lora.init != "corda":
+        return None
+
+    @torch.no_grad()
+    def run(model: Any, tokenizer: Any) -> None:
+        examples = build_sft_dataset(cfg.data, tokenizer, read=read)
+        for i in range(min(CORDA_SAMPLES, len(examples))):
+            model(input_ids=torch.tensor([examples[i]["input_ids"]], device=model.device), use_cache=False)
+
+    return run
 
 
 def _shifted_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 from r1lab.errors import UserError
 from r1lab.models import save_model
+from r1lab.models.load import RESIDUAL_ADAPTER_FILE
 from r1lab.training.distributed import gather_objects
 from r1lab.training.rundir import write_state
 
@@ -248,7 +249,9 @@ def load_checkpoint(
 def load_weights(path: Path, model: torch.nn.Module) -> None:
     """Load the weights `save_model` wrote in `path` into `model` in place (full model or LoRA adapter)."""
     if isinstance(model, PeftModel):
-        result = set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        residual = path / RESIDUAL_ADAPTER_FILE  # a pissa/olora/corda adapter as trained (see save_model)
+        file = residual if residual.is_file() else path / "adapter_model.safetensors"
+        result = set_peft_model_state_dict(model, load_file(file))
         unexpected = result.unexpected_keys
     else:
         files = sorted(path.glob("*.safetensors"))
