@@ -208,6 +208,48 @@ def data_tasks() -> None:
     Console().print(table)
 
 
+@data_app.command("check")
+def data_check(
+    train: Annotated[str, typer.Argument(help="training data: a file, folder or hub dataset")],
+    test: Annotated[str, typer.Argument(help="held-out data (its `test` split for a folder or hub dataset)")],
+    n: Annotated[int, typer.Option("--n", min=1, help="words per n-gram for near duplicates")] = 8,
+    threshold: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="near duplicate: this fraction of its n-grams in training"),
+    ] = 0.8,
+    max_gram_prompts: Annotated[
+        int,
+        typer.Option(min=1, help="an n-gram in more training prompts than this is template text, ignored"),
+    ] = 10,
+    fail_above: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="exit 1 when more than this fraction of test prompts match"),
+    ] = 0.0,
+    columns: Annotated[
+        list[str] | None, typer.Option(help="map a column as NAME=COLUMN (repeatable), e.g. prompt=question")
+    ] = None,
+    examples: Annotated[int, typer.Option(min=0, help="matches of each kind to print")] = 3,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the full report as JSON")
+    ] = None,
+) -> None:
+    """Contamination check: test prompts that are exact (normalised) or near (n-gram) duplicates of training ones."""
+    from r1lab.data.contamination import check_contamination, report_text, write_report_json
+    from r1lab.eval.runner import parse_columns
+
+    columns_map = parse_columns(columns or [])
+    report = check_contamination(train, test, n=n, threshold=threshold, max_gram_prompts=max_gram_prompts,
+                                 columns=columns_map)  # fmt: skip
+    print(report_text(report, examples))
+    if json_out:
+        write_report_json(report, json_out)
+    if report.fraction > fail_above:
+        console.print(
+            f"[red]contaminated[/red]: {report.fraction:.1%} of test prompts > --fail-above {fail_above}"
+        )
+        raise typer.Exit(1)
+
+
 @app.command("eval")
 def eval_cmd(
     model: str,

@@ -15,6 +15,7 @@ import numpy as np
 
 from r1lab.errors import UserError
 from r1lab.eval.tables import _duration, results_table
+from r1lab.experiments.overlap import contamination_table
 from r1lab.experiments.stats import ArmStats, PairedStats, arm_stats, compare_to_baseline
 from r1lab.report.html import image_tag, markdown_table_to_html, page, samples_html, side_by_side
 from r1lab.report.plots import curve_plot, interval_bars, read_metrics, sweep_plot
@@ -119,6 +120,9 @@ def write_experiment_report(root: Path) -> Path:
     if differ:
         md += [f"## Where they differ (vs {baseline}, first seed)", differ]
     md += ["## Eval metrics per arm and seed", tables["metrics"]]
+    contamination = contamination_table(exp)  # None when no stage's data and eval set are files
+    if contamination:
+        md += ["## Training data vs eval set (`r1lab data check`)", contamination]
     (root / "results.md").write_text("\n\n".join(md) + "\n")
 
     parts = [
@@ -134,6 +138,9 @@ def write_experiment_report(root: Path) -> Path:
         parts += [f"<h2>Where they differ (vs {html.escape(baseline)}, first seed)</h2>"]
         parts += [markdown_table_to_html(differ), *_differ_examples(arms, baseline)]
     parts += ["<h2>Eval metrics per arm and seed</h2>", markdown_table_to_html(tables["metrics"])]
+    if contamination:
+        parts += ["<h2>Training data vs eval set (`r1lab data check`)</h2>"]
+        parts += [markdown_table_to_html(contamination)]
     parts.append("<h2>Sample completions</h2>")
     for a in arms:
         eval_dir = Path(exp_run(exp, a.label)["eval_dir"])
