@@ -128,6 +128,16 @@ class MaskThoughtConfig(Strict):
         return self
 
 
+class OTRConfig(Strict):
+    """One-Token Rollout (`loss: otr`): k tokens sampled per target position, reward 1 for the gold token and
+    negative_reward otherwise; loss -(1/k) sum r log p(a) + nll_weight * NLL. No value was published: knobs."""
+
+    k: int = Field(8, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    negative_reward: float = Field(-0.1, le=0)
+    nll_weight: float = Field(0.0, ge=0)  # 0: OTR replaces NLL
+
+
 class HFTConfig(Strict):
     """Half Fine-Tuning: per layer 2 of 4 attention matrices frozen; FFN 2 of 3 frozen in a random half of the
     layers, 1 of 3 in the rest (seeded by train.seed, recorded in hft.json of the run folder)."""
@@ -145,11 +155,18 @@ class SFTConfig(TrainingStage):
     loss: str = "nll"  # name in r1lab.algorithms.sft_losses
     mask_thought: MaskThoughtConfig | None = None  # Masked Thought: mask response tokens in the input
     hft: HFTConfig | None = None  # Half Fine-Tuning; `hft: true` takes the defaults
+    otr: OTRConfig | None = None  # knobs of `loss: otr` (None: OTRConfig's defaults)
 
     @field_validator("hft", mode="before")
     @classmethod
     def _hft_flag(cls, value: Any) -> Any:
         return {} if value is True else None if value is False else value
+
+    @model_validator(mode="after")
+    def _otr_knobs_need_otr(self) -> SFTConfig:
+        if self.otr is not None and self.loss != "otr":
+            raise ValueError(f"otr is read only by loss: otr (this stage has loss: {self.loss}): remove it")
+        return self
 
     @model_validator(mode="after")
     def _hft_is_full_fine_tuning(self) -> SFTConfig:

@@ -127,6 +127,8 @@ def test_every_sft_key_is_read(tmp_path, tiny_model_dir, reads):
         {  # LoRA (merged on save), packing, no eval, epochs instead of max_steps
             "model": {"lora": {"r": 2, "alpha": 4, "merge_on_save": True, "init": "pissa"}},
             "packing": True,
+            "loss": "otr",
+            "otr": {"k": 2, "temperature": 0.9, "negative_reward": -0.2, "nll_weight": 0.5},
             "train": {"output_dir": str(tmp_path / "b"), "epochs": 0.2, "batch_size": 2},
         },
     ]  # fmt: skip

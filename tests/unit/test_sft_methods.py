@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -295,3 +296,50 @@ def test_corda_sft_runs_on_its_training_examples(tmp_path, tiny_model_dir) -> No
 def test_lora_init_config_is_checked() -> None:
     with pytest.raises(UserError, match=r"model\.lora\.init"):
         validate(SFTConfig, {"data": {"path": "x.jsonl"}, "model": {"lora": {"init": "loftq"}}})
+
+
+# ---------------------------------------------------------------------------------------------- One-Token Rollout
+
+
+def test_otr_on_a_peaked_policy_is_the_nll() -> None:
+    from r1lab.algorithms.sft_losses import SFT_LOSSES
+
+    logits = torch.tensor([[0.0, 60.0, 0.0], [50.0, 0.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([1, 0])
+    loss, count = SFT_LOSSES.get("otr")(logits, labels, k=4)
+    nll, _ = SFT_LOSSES.get("nll")(logits, labels)
+    assert count.item() == 2 and loss.item() == pytest.approx(
+        nll.item(), abs=1e-9
+    )  # every draw is gold: r = 1
+    (grad,) = torch.autograd.grad(loss, logits)
+    (want,) = torch.autograd.grad(nll, logits)
+    assert torch.allclose(grad, want)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_otr_is_the_expected_reward_weighted_log_likelihood(temperature) -> None:
+    from r1lab.algorithms.sft_losses import otr
+
+    # p = 1/4, 3/4; gold token 0. Samples from softmax(logits / T): q0 = 1/4 at T = 1, 1/(1 + sqrt 3) at T = 2.
+    # E[loss] = -q0 * 1 * ln(1/4) - (1 - q0) * (-0.1) * ln(3/4) + 0.5 * ln 4 (nll_weight 0.5)
+    logits, labels = torch.tensor([[0.0, math.log(3)]]), torch.tensor([0])
+    q0 = 1 / (1 + 3 ** (1 / temperature))
+    want = -q0 * math.log(0.25) + 0.1 * (1 - q0) * math.log(0.75) + 0.5 * math.log(4)
+    g = torch.Generator().manual_seed(0)
+    kwargs = {"k": 20000, "temperature": temperature, "negative_reward": -0.1, "nll_weight": 0.5}
+    loss, _ = otr(logits, labels, generator=g, **kwargs)
+    assert loss.item() == pytest.approx(want, abs=0.02)  # 20,000 draws: standard error about 0.004
+    ignored, count = otr(torch.zeros(2, 2), torch.tensor([0, -100]), k=3)
+    # p = 1/2 each: with n of the 3 draws gold, loss = ln 2 * (n - 0.1 * (3 - n)) / 3; the -100 row adds nothing
+    assert count.item() == 1
+    assert any(ignored.item() == pytest.approx(math.log(2) * (n - 0.1 * (3 - n)) / 3) for n in range(4))
+
+
+def test_otr_trains_in_the_sft_loop_and_its_knobs_need_it(tmp_path, tiny_model_dir) -> None:
+    cfg = make_cfg(tmp_path, tiny_model_dir, "otr", "loss=otr", "otr.k=4", "otr.nll_weight=0.5")
+    final = run_sft(cfg)
+    rows = [json.loads(line) for line in (final.parent / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "loss" in r]) == 3 and all(math.isfinite(r["loss"]) for r in rows)
+    assert any(not torch.equal(v, weights(tiny_model_dir)[k]) for k, v in weights(final).items())
+    with pytest.raises(UserError, match="read only by loss: otr"):
+        make_cfg(tmp_path, tiny_model_dir, "x", "otr.k=4")

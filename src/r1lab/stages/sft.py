@@ -7,6 +7,7 @@ gradient accumulation and extra processes give the same update as one large batc
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from contextlib import nullcontext
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from r1lab.algorithms.sft_losses import IGNORE_INDEX, SFT_LOSSES
-from r1lab.config import SFTConfig, dump_config
+from r1lab.config import OTRConfig, SFTConfig, dump_config
 from r1lab.data import build_sft_dataset, collate, read_sft_data
 from r1lab.data.mask_thought import ThoughtMasker
 from r1lab.models import load_model
@@ -46,6 +47,10 @@ def run_sft(cfg: SFTConfig) -> Path:
     main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     seed_everything(train.seed)
     loss_fn = SFT_LOSSES.get(cfg.loss)
+    if cfg.loss == "otr":
+        o = cfg.otr or OTRConfig()
+        knobs = {"k": o.k, "temperature": o.temperature, "negative_reward": o.negative_reward}
+        loss_fn = functools.partial(loss_fn, **knobs, nll_weight=o.nll_weight)
 
     resume_from = resume_point(train, out)  # a folder holding an earlier run is refused before any work
     read = read_sft_data(cfg.data, seed=train.seed)  # a data mistake shows before any model loads
