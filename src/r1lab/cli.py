@@ -294,6 +294,38 @@ def eval_cmd(
     console.print(f"[green]done[/green]: {folder}/results.json, results.md, samples.jsonl")
 
 
+@app.command("export")
+def export_cmd(
+    model: Annotated[str, typer.Argument(help="a model folder (e.g. a stage's final/), LoRA adapter, name")],
+    to: Annotated[str, typer.Option("--to", help="gguf (for llama.cpp) or hf (a plain folder, LoRA merged)")],
+    quant: Annotated[str, typer.Option(help="GGUF type: f16, q8_0, q4_k_m (llama-cpp-python), f32")] = "f16",
+    out: Annotated[Path | None, typer.Option(help="file or folder to write; default next to here")] = None,
+) -> None:
+    """Export a model as GGUF through llama.cpp's own converter (chat template embedded) or as a plain HF folder
+    with a model card (the recipe and results when the model is inside an r1lab run folder)."""
+    from r1lab.models.export import export_model
+
+    console.print(f"[green]done[/green]: {export_model(model, to, out, quant)}")
+
+
+@app.command("chat")
+def chat_cmd(
+    model: Annotated[str, typer.Argument(help="a model folder, name, .gguf or hub id")],
+    template: Annotated[Path | None, typer.Option(help="a Jinja chat template file to use")] = None,
+    system: Annotated[str | None, typer.Option(help="a system message for every turn")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.7,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    seed: int | None = None,
+    show_prompt: Annotated[bool, typer.Option(help="print the templated prompt of every turn")] = False,
+) -> None:
+    """Chat with a model in the terminal through its chat template; /reset clears the history, /exit leaves."""
+    from r1lab.chat import Sampling, chat
+
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    chat(model, template=template, system=system, sampling=sampling, show_prompt=show_prompt)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own progress bars only
     try:

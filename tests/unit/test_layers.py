@@ -18,8 +18,10 @@ import r1lab
 # - the four-arm comparison is experiments/compare.py, the experiments' built-in expansion over the pipeline.
 # - eval is "a peer of stages" that uses rollout, rewards, tasks, data, models: it sits right under stages, so a
 #   stage may evaluate (RL's periodic eval) but eval never imports a stage; nor does it import training.
+# - chat (`r1lab chat`) is a terminal front end over models: only cli imports it.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
+    ("chat",),
     ("experiments",),
     ("pipeline",),
     ("report",),
