@@ -82,6 +82,15 @@ def rl(config: Path, overrides: Overrides = None, resume: Resume = False) -> Non
     _done(f"model in {out}")
 
 
+@app.command()
+def dpo(config: Path, overrides: Overrides = None, resume: Resume = False) -> None:
+    """Preference optimisation (DPO, IPO, SimPO, ORPO...) on chosen/rejected pairs from a YAML config."""
+    from r1lab.stages.dpo import run_dpo
+
+    out = run_dpo(_stage_config("dpo", config, overrides, resume))
+    _done(f"model in {out}")
+
+
 @app.command("run")
 def run_recipe_cmd(
     recipe: Path,

@@ -287,6 +287,43 @@ class RLConfig(TrainingStage):
         return data
 
 
+class DPOConfig(TrainingStage):
+    """Preference optimisation (DPO family) on chosen/rejected pairs; see r1lab.algorithms.preference_losses."""
+
+    kind: Literal["dpo"] = "dpo"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig  # preference pairs: chosen + rejected (+ prompt)
+    optim: OptimConfig = OptimConfig(lr=1e-6)
+    train: TrainConfig = TrainConfig(output_dir="runs/dpo", batch_size=4)  # batch_size: pairs per micro-batch
+    loss: str = "sigmoid"  # name in r1lab.algorithms.preference_losses.PREFERENCE_LOSSES
+    beta: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # sigmoid (cDPO) and robust
+    simpo_gamma: float = Field(0.5, ge=0)  # simpo's target margin
+    rpo_alpha: float = Field(0.0, ge=0)  # weight of an NLL term on the chosen response
+    # where the reference log-probs come from: one pass before training, cached in the run folder, or (LoRA
+    # only) the same model with its adapter disabled, on line
+    reference: Literal["precompute", "adapter_disabled"] = "precompute"
+
+    @field_validator("data")
+    @classmethod
+    def _no_held_out_yet(cls, data: DataConfig) -> DataConfig:
+        if data.eval_path or data.eval_fraction:
+            raise ValueError(
+                "the DPO stage has no held-out evaluation yet: remove data.eval_path / data.eval_fraction "
+                "(evaluate the trained model with `r1lab eval` or a recipe's eval: section)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _reference_source(self) -> DPOConfig:
+        if self.reference == "adapter_disabled" and self.model.lora is None:
+            raise ValueError(
+                "reference: adapter_disabled needs a LoRA run (model.lora): set model.lora, or use "
+                "reference: precompute"
+            )
+        return self
+
+
 def needs_held_out(cfg: Any) -> Any:
     """train.eval_every evaluates on held-out data: without any it would be silently ignored."""
     if cfg.train.eval_every and not (cfg.data.eval_path or cfg.data.eval_fraction):
@@ -359,7 +396,7 @@ class RecipeConfig(Strict):
     experiment: dict[str, Any] | None = None
 
 
-STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig}
+STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig, "dpo": DPOConfig}
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -236,6 +236,7 @@ def _run_stage(stage: Stage, model_path: str, state: PipelineState) -> str:
 STAGE_RUNNERS: dict[str, str] = {
     "sft": "r1lab.stages.sft:run_sft",
     "rl": "r1lab.stages.rl:run_rl",
+    "dpo": "r1lab.stages.dpo:run_dpo",
 }
 
 

@@ -1,0 +1,228 @@
+"""Preference optimisation (DPO family): one linear loop on the SFT loop's building blocks.
+
+Loss of an optimizer step = (sum of per-pair losses over every micro-batch on every rank) / (pairs in that
+whole accumulated batch), so gradient accumulation and extra processes give the large-batch update. The
+reference log-probs are computed once before training (or, with LoRA and `reference: adapter_disabled`, on
+line from the base with the adapter off); the reference-free losses (simpo, orpo) use none.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from r1lab.algorithms.preference_losses import (
+    PREFERENCE_LOSSES,
+    READS,
+    REFERENCE_FREE,
+    PairLogps,
+    PreferenceParams,
+    implicit_rewards,
+    preference_loss,
+)
+from r1lab.config import DPOConfig, dump_config
+from r1lab.data.preference import build_preference_dataset, pair_length, read_preference_data
+from r1lab.errors import UserError
+from r1lab.models import load_model
+from r1lab.stages.dpo_forward import (
+    dataset_fingerprint,
+    load_cached_reference,
+    pair_logps,
+    reference_logps,
+    save_reference,
+)
+from r1lab.stages.sft import _clip
+from r1lab.training.accel import build_accelerator, seed_everything
+from r1lab.training.backends import require_backends
+from r1lab.training.checkpoint import save_checkpoint, save_final
+from r1lab.training.data_order import EpochOrder, shard
+from r1lab.training.distributed import reduce_sum
+from r1lab.training.interrupt import StopFlag, StopRequested
+from r1lab.training.optim import build_optimizer, build_scheduler
+from r1lab.training.resume import restore, resume_point
+from r1lab.training.rundir import ensure_writable, write_state
+from r1lab.training.tracking import Tracker, console
+
+# summed over the pairs of a step, then divided by their number
+SUMMED = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+SUMMED += ("logps/chosen", "logps/rejected")
+
+
+def run_dpo(cfg: DPOConfig) -> Path:
+    """Train on preference pairs; write `final/` (and checkpoints, metrics.jsonl, config.yaml, state.json,
+    reference_logps.safetensors) in cfg.train.output_dir. Returns the folder a next stage should load."""
+    train = cfg.train
+    params = check_loss(cfg)
+    use_reference = cfg.loss not in REFERENCE_FREE
+    require_backends(train.report_to)
+    out = ensure_writable(train.output_dir)
+    accelerator, precision = build_accelerator(train, cfg.model)
+    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    seed_everything(train.seed)
+
+    resume_from = resume_point(train, out)
+    read = read_preference_data(cfg.data)  # a data mistake shows before any model loads
+    model, tokenizer = load_model(cfg.model, trainable=True)
+    dataset = build_preference_dataset(cfg.data, tokenizer, read)
+    lengths = [pair_length(ex) for ex in dataset]
+    global_batch = train.batch_size * train.grad_accum * world
+    order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)
+    total = train.max_steps or max(1, math.ceil(train.epochs * order.steps_per_epoch))
+
+    model = accelerator.prepare(model)
+    optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
+    scheduler = build_scheduler(optimizer, cfg.optim, total)
+    inner = accelerator.unwrap_model(model)  # runs the shared prompts (DDP: one wrapped forward per backward)
+    pad_id = tokenizer.pad_token_id
+
+    reference = None
+    if use_reference and cfg.reference == "precompute":  # before any update: the initial policy
+        fingerprint = dataset_fingerprint(dataset, cfg.model.path)
+        reference = load_cached_reference(out, fingerprint)
+        if reference is None:
+            if resume_from is not None:
+                raise UserError(
+                    f"{out} has checkpoints but no reference log-probs for this model and data",
+                    where="train.output_dir",
+                    fix="resume with the model and data that wrote it, or start a new output_dir",
+                )
+            reference = reference_logps(inner, dataset, pad_id, accelerator, train.batch_size)
+
+    start = 0
+    if resume_from is not None:
+        must_match = {"global_batch": (global_batch, "train.batch_size x train.grad_accum x processes")}
+        start = int(restore(resume_from, accelerator, model, optimizer, scheduler, must_match)["step"])
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+        if reference is not None and not (out / "reference_logps.safetensors").is_file():
+            save_reference(out, reference, fingerprint)
+        write_state(out, "running", step=start, total_steps=total)
+        console.print(
+            f"dpo ({cfg.loss}): {len(dataset)} pairs ({dataset.stats}), {total} steps of {global_batch} pairs, "
+            f"{world} process(es), precision {precision}, reference: "
+            + (cfg.reference if use_reference else "none")
+        )
+    tracker = Tracker(
+        out, enabled=main, total_steps=total, start_step=start, report_to=train.report_to,
+        config=cfg.model_dump(mode="json"),
+    )  # fmt: skip
+
+    saved = [start]
+
+    def save(step: int) -> None:
+        saved.append(step)
+        epoch, position = order.position(step)
+        meta = {"epoch": epoch, "position": position, "global_batch": global_batch, "seed": train.seed}
+        save_checkpoint(
+            accelerator, model, tokenizer, optimizer, scheduler, out, step, meta, train.save_total_limit
+        )
+
+    def micro_loss(ids: list[int], last: bool) -> torch.Tensor:
+        """Backward of one micro-batch's share of the step loss; returns its summed metrics [len(SUMMED)]."""
+        examples = [dataset[i] for i in ids]
+        with nullcontext() if last else accelerator.no_sync(model):
+            chosen, rejected, n_chosen, n_rejected = pair_logps(
+                model, inner, examples, pad_id, accelerator.device
+            )
+            ref = (None, None)
+            if reference is not None:
+                table = reference[torch.tensor(ids)].to(chosen.device)
+                ref = (table[:, 0], table[:, 1])
+            elif use_reference:  # LoRA: the base model is the policy with its adapter off
+                with torch.no_grad(), inner.disable_adapter(), accelerator.autocast():
+                    ref = pair_logps(inner, inner, examples, pad_id, accelerator.device)[:2]
+            logps = PairLogps(chosen, rejected, n_chosen, n_rejected, *ref)
+            losses = preference_loss(cfg.loss, logps, params)
+            # DDP averages gradients over ranks, so multiply by `world` to get a plain global sum.
+            accelerator.backward(losses.sum() * world / global_batch)
+        good, bad = implicit_rewards(cfg.loss, logps, cfg.beta)
+        per_pair = [
+            losses.detach(),
+            good,
+            bad,
+            good - bad,
+            (good > bad).float(),
+            chosen.detach(),
+            rejected.detach(),
+        ]
+        return torch.stack([x.float().sum() for x in per_pair])
+
+    step, began, window_pairs, window_time = start, time.perf_counter(), 0, 0.0
+    model.train()
+    try:
+        with StopFlag() as stop:
+            while step < total:
+                step_began = time.perf_counter()
+                indices = order.batch(step)
+                micro = shard(indices, lengths, rank=rank, world=world, micro_batch=train.batch_size)
+                sums = sum(micro_loss(ids, i == len(micro) - 1) for i, ids in enumerate(micro))
+                grad_norm = _clip(accelerator, model, cfg.optim.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                window_pairs += global_batch
+                window_time += time.perf_counter() - step_began
+                if step % train.log_every == 0 or step == total:
+                    values = (reduce_sum(sums) / global_batch).tolist()
+                    metrics = {**dict(zip(SUMMED, values, strict=True)), "lr": lr, "grad_norm": grad_norm}
+                    metrics["pairs_per_s"] = window_pairs / max(window_time, 1e-9)
+                    metrics["epoch"] = step / order.steps_per_epoch
+                    metrics["elapsed"] = time.perf_counter() - began
+                    tracker.log(step, metrics)
+                    window_pairs, window_time = 0, 0.0
+                tracker.advance(step)
+                if train.save_every and step % train.save_every == 0 and step < total:
+                    save(step)
+                stop.check(accelerator)
+    except KeyboardInterrupt as stopped:
+        tracker.close()
+        graceful = isinstance(stopped, StopRequested)
+        if graceful:
+            save(step)
+        if main:
+            write_state(out, "interrupted", step=step, total_steps=total)
+            kept = f"checkpoint step-{step} saved" if graceful else "the newest periodic checkpoint is kept"
+            console.print(f"[yellow]stopped at step {step}: {kept}; continue with --resume[/yellow]")
+        raise
+
+    tracker.close()
+    if saved[-1] != step:
+        save(step)
+    merge = cfg.model.lora is not None and cfg.model.lora.merge_on_save
+    final = save_final(accelerator, model, tokenizer, out, merge_lora=merge)
+    if main:
+        write_state(out, "complete", step=step, total_steps=total, final=str(final))
+    return final
+
+
+def check_loss(cfg: DPOConfig) -> PreferenceParams:
+    """The loss's parameters; a loss name that is unknown, or a parameter the loss would ignore, is refused."""
+    PREFERENCE_LOSSES.get(cfg.loss)
+    for key in ("label_smoothing", "simpo_gamma"):
+        if key in cfg.model_fields_set and key not in READS.get(cfg.loss, set()):
+            users = sorted(name for name, keys in READS.items() if key in keys)
+            raise UserError(
+                f"{key} is set, but loss {cfg.loss!r} does not use it (only {', '.join(users)} do)",
+                where=key,
+                fix=f"remove {key}, or choose loss: {' or '.join(users)}",
+            )
+    if cfg.loss in REFERENCE_FREE and "reference" in cfg.model_fields_set:
+        raise UserError(
+            f"loss {cfg.loss!r} is reference-free, so `reference` is not used",
+            where="reference",
+            fix="remove `reference`",
+        )
+    return PreferenceParams(
+        beta=cfg.beta,
+        label_smoothing=cfg.label_smoothing,
+        simpo_gamma=cfg.simpo_gamma,
+        rpo_alpha=cfg.rpo_alpha,
+    )
