@@ -217,6 +217,34 @@ def data_tasks() -> None:
     Console().print(table)
 
 
+@data_app.command("select")
+def data_select(
+    pool: Annotated[str, typer.Argument(help="the pool: a .jsonl/.json/.parquet/.csv file or folder")],
+    method: Annotated[str, typer.Option(help="random | fit (GRAPE) | pass_rate (RL prompts)")],
+    k: Annotated[int, typer.Option("--k", min=1, help="records to keep")],
+    out: Annotated[Path, typer.Option(help="where to write the kept records (JSONL, pool order)")],
+    model: Annotated[str | None, typer.Option(help="the target model (fit, pass_rate)")] = None,
+    task: Annotated[str | None, typer.Option(help="pass_rate: score samples with this task's reward")] = None,
+    reward: Annotated[
+        list[str] | None, typer.Option("--reward", "-r", help="pass_rate: reward (repeatable)")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="pass_rate: samples per prompt")] = 8,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> None:
+    """Select K records of a pool: random (seeded baseline), fit (per instruction the response the model finds
+    likeliest), pass_rate (drop prompts the model always or never solves; pass rates go into the file)."""
+    import r1lab.stages.select  # noqa: F401  (registers the model-based selectors)
+    from r1lab.data.select import SelectOptions, select_file
+
+    options = SelectOptions(k=k, source=pool, seed=seed, model=model, task=task, rewards=reward or [], n=n,
+                            temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size)  # fmt: skip
+    summary = select_file(pool, method, options, out)
+    console.print(f"[green]wrote[/green] {summary['kept']} of {summary['pool']} records ({method}) to {out}")
+
+
 @data_app.command("check")
 def data_check(
     train: Annotated[str, typer.Argument(help="training data: a file, folder or hub dataset")],
