@@ -396,7 +396,34 @@ class RecipeConfig(Strict):
     experiment: dict[str, Any] | None = None
 
 
-STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig, "dpo": DPOConfig}
+class MergeModelParameters(Strict):
+    weight: float = 1.0  # linear: soup weight; task_arithmetic, transfer, lines, ties, dare: λ_i of Δ_i
+
+
+class MergeModel(Strict):
+    model: str  # HF folder, named default, hub id, LoRA adapter folder, or (in a recipe) an earlier stage
+    parameters: MergeModelParameters = MergeModelParameters()
+
+
+class MergeConfig(Strict):
+    """A merge in mergekit's YAML shape (merge_method, base_model, models: [{model, parameters: {weight}}],
+    parameters); the method parameters allowed are the operator's own (r1lab.algorithms.merge)."""
+
+    kind: Literal["merge"] = "merge"
+    merge_method: str  # name in r1lab.algorithms.merge.MERGE_METHODS
+    base_model: str | None = None  # θ_base of the task vectors (transfer: the source base)
+    target_model: str | None = None  # transfer only: the new base the task vectors are added to
+    models: list[MergeModel] = Field(min_length=1)
+    parameters: dict[str, float | bool] = {}  # method parameters: normalize, density, lambda, t, alpha, beta
+    seed: int = 0  # dare's drop masks (one generator per tensor, seeded from seed and the tensor name)
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: the dtype of the inputs
+    output: str = "runs/merge"  # set by the caller: `r1lab merge`'s OUTPUT, or the recipe's stage folder
+    overwrite: bool = False
+    max_shard_mb: int = Field(5000, gt=0)  # output shards of at most this size (one tensor may exceed it)
+    trust_remote_code: bool = False  # LoRA inputs: loading their base to merge the adapter in
+
+
+STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig, "merge": MergeConfig, "dpo": DPOConfig}
 
 
 # ---------------------------------------------------------------------------------------------- loading

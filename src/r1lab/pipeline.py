@@ -108,11 +108,31 @@ def stage_config(
     in, training into `output_dir`."""
     entry = dict(entry)
     kind = entry.get("kind")
+    if kind == "merge":  # no model or training: its inputs are named in it, its output is the stage folder
+        return _merge_config(entry, output_dir, where)
     entry["model"] = deep_merge(recipe.model.model_dump(), entry.get("model", {}))
     entry["train"] = {**entry.get("train", {}), "output_dir": str(output_dir)}
     if recipe.task is not None:
         entry = _task_defaults(entry, kind, recipe, files)
     return validate(STAGE_KINDS[kind], entry, where)
+
+
+def _merge_config(entry: dict[str, Any], output_dir: Path, where: str) -> Any:
+    if "output" in entry:
+        raise UserError(
+            "a merge stage writes into its own stage folder", where=f"{where}: output", fix="remove `output`"
+        )
+    return validate(STAGE_KINDS["merge"], {**entry, "output": str(output_dir)}, where)
+
+
+def wire_merge_inputs(config: Any, outputs: dict[str, str]) -> Any:
+    """A merge stage's inputs that name `base` or an earlier stage become that model's path."""
+    models = [m.model_copy(update={"model": outputs.get(m.model, m.model)}) for m in config.models]
+    update = {"models": models}
+    for key in ("base_model", "target_model"):
+        value = getattr(config, key)
+        update[key] = outputs.get(value, value) if value else value
+    return config.model_copy(update=update)
 
 
 def _task_defaults(entry: dict[str, Any], kind: str, recipe: RecipeConfig, files: dict[str, Path]) -> dict:
@@ -199,6 +219,8 @@ def execute(recipe: RecipeConfig, source: str | Path, from_stage: str | None = N
             console.print(f"[dim]stage {stage.name}: finished earlier, skipped[/dim]")
             model_path = done
         else:
+            if stage.config.kind == "merge":
+                stage = Stage(stage.name, wire_merge_inputs(stage.config, outputs), stage.input)
             model_path = _run_stage(stage, model_path, state)
         outputs[stage.name] = model_path
         _evaluate(stage.name, model_path, evaluation, state, root)
@@ -237,6 +259,7 @@ STAGE_RUNNERS: dict[str, str] = {
     "sft": "r1lab.stages.sft:run_sft",
     "rl": "r1lab.stages.rl:run_rl",
     "dpo": "r1lab.stages.dpo:run_dpo",
+    "merge": "r1lab.stages.merge:run_merge",
 }
 
 
@@ -247,11 +270,14 @@ def stage_runner(kind: str) -> Callable[[Any], str | Path]:
 
 def train_stage(name: str, config: SFTConfig | RLConfig, model_path: str) -> tuple[Path, float]:
     """Train one stage from `model_path`, resuming from its newest checkpoint; (its output model, seconds)."""
-    if not _model_exists(model_path):
-        raise UserError(f"stage {name!r}: its input model {model_path!r} does not exist")
     cfg = config.model_copy(deep=True)
-    cfg.model.path = model_path
-    cfg.train.resume = "auto"  # an interrupted stage continues from its newest checkpoint
+    if cfg.kind == "merge":  # its inputs are in its config; an interrupted merge starts again
+        cfg.overwrite = True
+    else:
+        if not _model_exists(model_path):
+            raise UserError(f"stage {name!r}: its input model {model_path!r} does not exist")
+        cfg.model.path = model_path
+        cfg.train.resume = "auto"  # an interrupted stage continues from its newest checkpoint
     console.rule(f"stage {name} ({cfg.kind}) from {model_path}")
     started = time.monotonic()
     out = stage_runner(cfg.kind)(cfg)
