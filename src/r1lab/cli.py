@@ -91,6 +91,20 @@ def dpo(config: Path, overrides: Overrides = None, resume: Resume = False) -> No
     _done(f"model in {out}")
 
 
+@app.command()
+def merge(
+    config: Annotated[Path, typer.Argument(help="a mergekit-style YAML: merge_method, base_model, models")],
+    output: Annotated[Path, typer.Argument(help="the folder to write the merged model into")],
+    overrides: Overrides = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUTPUT if it exists")] = False,
+) -> None:
+    """Merge models tensor by tensor: soups, task arithmetic, transfer, LiNeS, TIES, DARE, SLERP, WiSE-FT."""
+    from r1lab.stages.merge import merge_from_file
+
+    out = merge_from_file(config, output, overrides, overwrite)
+    _done(f"model in {out}")
+
+
 @app.command("run")
 def run_recipe_cmd(
     recipe: Path,
