@@ -204,8 +204,12 @@ class AlgorithmConfig(Strict):
     policy_loss: str = "ppo_clip"  # objective: name in r1lab.algorithms.policy_losses.POLICY_LOSSES
     # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm (r1lab.algorithms.policy_losses.LOSS_AGGS)
     loss_agg: str = "seq_mean_token_mean"
-    eps_low: float = Field(0.2, ge=0)
-    eps_high: float = Field(0.2, ge=0)
+    # clip range of ppo_clip / gspo / cispo; unset: the objective's published default (OBJECTIVE_EPS)
+    eps_low: float | None = Field(None, ge=0)
+    eps_high: float | None = Field(None, ge=0)
+    sapo_tau_pos: float = Field(1.0, gt=0)  # sapo's gate temperature for A > 0
+    sapo_tau_neg: float = Field(1.05, gt=0)  # sapo's gate temperature for A <= 0
+    entropy_coef: float = Field(0.0, ge=0)  # entropy bonus: loss - coef x entropy (same aggregation)
     beta: float = Field(0.0, ge=0)  # KL weight to the reference; 0: no reference model
     kl_estimator: str = "k3"  # name in r1lab.algorithms.kl.KL_ESTIMATORS
     mu: int = Field(1, gt=0)  # updates per generation batch
@@ -223,7 +227,34 @@ class AlgorithmConfig(Strict):
             )
         return name
 
+    def clip_range(self) -> tuple[float | None, float | None]:
+        """(eps_low, eps_high) as set, else the objective's published default (None: it has no clip)."""
+        low, high = OBJECTIVE_EPS.get(self.policy_loss, (None, None))
+        return (
+            low if self.eps_low is None else self.eps_low,
+            high if self.eps_high is None else self.eps_high,
+        )
 
+    @model_validator(mode="after")
+    def _objective_keys(self) -> AlgorithmConfig:
+        for key in ("eps_low", "eps_high"):  # objectives without a clip would ignore them
+            if self.policy_loss in UNCLIPPED_OBJECTIVES and getattr(self, key) is not None:
+                raise ValueError(
+                    f"{key} is not read by policy_loss {self.policy_loss} (it has no clip): remove it"
+                )
+        defaults = AlgorithmConfig.model_fields
+        for key in ("sapo_tau_pos", "sapo_tau_neg"):
+            if self.policy_loss != "sapo" and getattr(self, key) != defaults[key].default:
+                raise ValueError(
+                    f"{key} is read only by policy_loss sapo: remove it or set policy_loss: sapo"
+                )
+        return self
+
+
+# (eps_low, eps_high) when unset: PPO/GRPO 0.2; GSPO's paper 3e-4 / 4e-4 (on the sequence ratio); CISPO as
+# verl's convention clip(ρ, 1 - eps_low, 1 + eps_high) with no lower bound and the weight capped at 5 (ScaleRL)
+OBJECTIVE_EPS = {"ppo_clip": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 4.0)}
+UNCLIPPED_OBJECTIVES = {"sapo", "gpg", "reinforce"}
 # policy_loss names of the aggregation before it became algorithm.loss_agg (objective ppo_clip)
 OLD_LOSS_NAMES = {"grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm", "dapo": "token_mean"}
 

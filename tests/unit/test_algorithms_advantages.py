@@ -65,13 +65,13 @@ def test_nan_rewards_get_zero_and_are_left_out_of_group_statistics(name):
     torch.testing.assert_close(out[3:5], torch.tensor([-expected, expected]))
 
 
-@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "batch_std"])
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "batch_std", "reinforce_pp_baseline"])
 def test_equal_rewards_give_zero_advantage(name):
     out = adv(name, torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]), torch.tensor([0, 0, 0, 1, 1]))
     torch.testing.assert_close(out, torch.zeros(5))
 
 
-@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "batch_std"])
+@pytest.mark.parametrize("name", list(ADVANTAGES))
 def test_empty_batch_and_dtype(name):
     assert adv(name, torch.zeros(0), torch.zeros(0, dtype=torch.long)).shape == (0,)
     assert adv(name).dtype == torch.float32
@@ -87,9 +87,51 @@ def test_advantages_do_not_depend_on_row_order():
 def test_unknown_estimator_lists_the_known_ones():
     with pytest.raises(UserError) as err:
         ADVANTAGES.get("ppo_gae")
-    assert "batch_std, dr_grpo, grpo, rloo" in str(err.value)
+    assert "batch_std, dr_grpo, grpo, reinforce_pp, reinforce_pp_baseline, rloo" in str(err.value)
 
 
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="equal length"):
         adv("grpo", torch.zeros(3), torch.zeros(2, dtype=torch.long))
+
+
+# REINFORCE++: whitening over tokens. Lengths per row; token-weighted statistics written out in plain Python.
+LENGTHS = torch.tensor([2.0, 1.0, 1.0, 3.0, 0.0, 1.0, 2.0])  # row 4 has no loss token (mask_truncated)
+
+
+def whitened(values: list[float], weights: list[float]) -> list[float]:
+    n = sum(weights)
+    mean = sum(w * v for v, w in zip(values, weights, strict=True)) / n
+    var = sum(w * (v - mean) ** 2 for v, w in zip(values, weights, strict=True)) / (n - 1)
+    return [(v - mean) / math.sqrt(var + 1e-8) for v in values]
+
+
+def test_reinforce_pp_whitens_rewards_over_the_tokens_of_the_batch():
+    # 10 tokens: mean (2·1 + 1 + 0 + 3·2 + 0 + 1 + 2·3) / 10 = 1.6; Σ w (r - 1.6)^2 = 8.4, / 9
+    expected = [(r - 1.6) / math.sqrt(8.4 / 9 + 1e-8) for r in REWARDS.tolist()]
+    assert whitened(REWARDS.tolist(), LENGTHS.tolist()) == pytest.approx(expected)
+    torch.testing.assert_close(
+        ADVANTAGES.get("reinforce_pp")(REWARDS, GROUPS, lengths=LENGTHS), torch.tensor(expected)
+    )
+    # without lengths every completion counts once: the batch mean 8/7 and Bessel std sqrt(8/7)
+    plain = [(r - 8 / 7) / math.sqrt(8 / 7 + 1e-8) for r in REWARDS.tolist()]
+    torch.testing.assert_close(adv("reinforce_pp"), torch.tensor(plain))
+
+
+def test_reinforce_pp_baseline_centres_on_the_group_mean_then_whitens():
+    centred = [0.5, -1.0, -0.5, 0.0, -0.5, 0.5, 1.0]  # dr_grpo's r - group mean
+    expected = whitened(centred, LENGTHS.tolist())
+    out = ADVANTAGES.get("reinforce_pp_baseline")(REWARDS, GROUPS, lengths=LENGTHS)
+    torch.testing.assert_close(out, torch.tensor(expected))
+
+
+@pytest.mark.parametrize("name", ["reinforce_pp", "reinforce_pp_baseline"])
+def test_reinforce_pp_leaves_nan_rewards_out(name):
+    rewards = torch.tensor([1.0, NAN, 0.0, 2.0, 0.0])
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    lengths = torch.tensor([1.0, 5.0, 2.0, 1.0, 1.0])
+    out = ADVANTAGES.get(name)(rewards, groups, lengths=lengths)
+    keep = [0, 2, 3, 4]
+    centred = [1.0, 0.0, 2.0, 0.0] if name == "reinforce_pp" else [0.5, -0.5, 1.0, -1.0]
+    assert out[1].item() == 0.0
+    torch.testing.assert_close(out[keep], torch.tensor(whitened(centred, [1.0, 2.0, 1.0, 1.0])))

@@ -80,7 +80,7 @@ def test_linear_logprobs_match_the_head_then_log_softmax(temperature, with_bias,
 
     torch.testing.assert_close(logp, naive, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(entropy, entropy_from_logits(logits.detach()), rtol=1e-5, atol=1e-5)
-    assert not entropy.requires_grad
+    assert entropy.requires_grad  # for an entropy bonus; its gradient: tests/unit/test_rl_entropy_bonus.py
     for got, want in zip(ours, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 

@@ -12,6 +12,7 @@ from r1lab.algorithms.policy_losses import (
     LOSS_AGGS,
     POLICY_LOSSES,
     LossTotals,
+    ObjectiveParams,
     compute_policy_loss,
     mask_truncated_completions,
     sum_metrics,
@@ -257,9 +258,9 @@ def test_bool_mask_matches_float_mask():
 
 def test_objectives_and_aggregations_are_two_registries():
     """As verl splits them: the objective (policy_loss) and how its token losses are aggregated (loss_agg)."""
-    assert POLICY_LOSSES.names() == ["ppo_clip"]
+    assert POLICY_LOSSES.names() == ["cispo", "gpg", "gspo", "ppo_clip", "reinforce", "sapo"]
     assert LOSS_AGGS.names() == sorted(NAMES)
-    with pytest.raises(UserError, match="ppo_clip"):
+    with pytest.raises(UserError, match="use one of: cispo, gpg, gspo, ppo_clip, reinforce, sapo"):
         compute_policy_loss(
             "dapo", RATIOS.log(), torch.zeros(2, 3), ADV, MASK, loss_agg="token_mean", eps_low=0.2,
             eps_high=0.2, totals=TOTALS,
@@ -270,7 +271,7 @@ def test_objectives_and_aggregations_are_two_registries():
 
 def test_ppo_clip_objective_alone_gives_unaggregated_token_losses():
     per_token, m = POLICY_LOSSES.get("ppo_clip")(
-        RATIOS.log(), torch.zeros(2, 3), ADV[:, None], MASK.float(), eps_low=EPS_LOW, eps_high=EPS_HIGH
+        RATIOS.log(), torch.zeros(2, 3), ADV[:, None], MASK.float(), ObjectiveParams(EPS_LOW, EPS_HIGH)
     )
     # the masked (1, 2) entry is computed too (ρ 2, A -2: -min(-4, -2.56) = 4): masking is the aggregation's job
     torch.testing.assert_close(per_token, torch.tensor([[-1.28, -0.5, -1.0], [2.2, 1.6, 4.0]]))

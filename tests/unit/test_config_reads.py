@@ -170,9 +170,11 @@ def test_every_rl_key_is_read(tmp_path, tiny_model_dir, reads):
             "train": {"output_dir": str(tmp_path / "a"), "max_steps": 2, "eval_every": 1, "save_every": 1,
                       "save_total_limit": 1},
         },
-        {  # LoRA (merged on save), no eval, epochs instead of max_steps
+        {  # LoRA (merged on save), no eval, epochs instead of max_steps; sapo with an entropy bonus, REINFORCE++
             "rewards": [{"name": length}],
             "model": {"lora": {"r": 2, "alpha": 4, "merge_on_save": True}},
+            "algorithm": {"policy_loss": "sapo", "sapo_tau_pos": 0.9, "sapo_tau_neg": 1.2, "entropy_coef": 0.01,
+                          "advantage": "reinforce_pp"},
             "train": {"output_dir": str(tmp_path / "b"), "max_steps": None, "epochs": 0.25},
         },
     ]  # fmt: skip

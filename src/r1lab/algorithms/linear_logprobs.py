@@ -32,7 +32,8 @@ def linear_logprobs(
     """log_softmax((hidden @ weight.T + bias) / temperature) at `labels`, and the entropy of that distribution.
 
     hidden [N, H], weight [V, H], bias [V] or None, labels [N] -> (logp, entropy), both float32 [N]. logp is
-    differentiable w.r.t. hidden, weight and bias; the entropy is detached (it is logged, not trained on).
+    differentiable w.r.t. hidden, weight and bias, and so is the entropy (for an entropy bonus; its backward
+    work is done only when the entropy is part of the loss).
     """
     _check_temperature(temperature)
     if hidden.dim() != 2 or labels.shape != hidden.shape[:1]:
@@ -81,15 +82,19 @@ class _LinearLogprobs(torch.autograd.Function):
             lse[part] = top.squeeze(-1) + log_total
             # H = log Σe^z - Σ p z (both on the shifted z)
             entropy[part] = log_total - p.mul_(z).sum(-1) / total
-        ctx.save_for_backward(hidden, weight, bias, labels, lse)
+        ctx.save_for_backward(hidden, weight, bias, labels, lse, entropy)
         ctx.temperature, ctx.chunk = temperature, chunk
         ctx.amp = _autocast_state(hidden.device.type)  # the backward matmuls run as the forward ones did
-        ctx.mark_non_differentiable(entropy)
+        ctx.set_materialize_grads(False)  # an output outside the loss gets grad None, not zeros
         return logp, entropy
 
     @staticmethod
-    def backward(ctx: Any, grad_logp: Tensor, _grad_entropy: Tensor) -> tuple[Tensor | None, ...]:
-        hidden, weight, bias, labels, lse = ctx.saved_tensors
+    def backward(
+        ctx: Any, grad_logp: Tensor | None, grad_entropy: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        hidden, weight, bias, labels, lse, entropy = ctx.saved_tensors
+        if grad_logp is None:
+            grad_logp = torch.zeros_like(lse)
         t = ctx.temperature
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -99,10 +104,16 @@ class _LinearLogprobs(torch.autograd.Function):
         with amp:
             for start in range(0, hidden.shape[0], ctx.chunk):
                 part = slice(start, start + ctx.chunk)
-                # d logp / d z = onehot(y) - softmax(z), times the incoming gradient, over the temperature
-                g = _scaled_logits(hidden[part], weight, bias, t).sub_(lse[part, None]).exp_()
+                # d logp / d z = onehot(y) - softmax(z), times the incoming gradient, over the temperature;
+                # d H / d z = -p (log p + H), for an entropy in the loss
+                log_p = _scaled_logits(hidden[part], weight, bias, t).sub_(lse[part, None])
                 gl = grad_logp[part].float()
-                g.mul_(-gl[:, None])
+                if grad_entropy is None:
+                    g = log_p.exp_().mul_(-gl[:, None])
+                else:
+                    ge = grad_entropy[part].float()[:, None]
+                    coef = (log_p + entropy[part, None]).mul_(ge).add_(gl[:, None])
+                    g = log_p.exp_().mul_(coef).neg_()
                 g.scatter_add_(-1, labels[part, None], gl[:, None])
                 if t != 1.0:
                     g.div_(t)

@@ -148,9 +148,18 @@ def select_rows(scored: Scored, keep: list[int]) -> Scored:
     )
 
 
-def advantages_for(scored: Scored, name: str) -> Tensor:
-    groups = torch.tensor(scored.rollouts.prompt_index, dtype=torch.long)
-    return ADVANTAGES.get(name)(scored.rewards.float(), groups).float()
+def advantages_for(scored: Scored, name: str, mask_truncated: bool = False) -> Tensor:
+    """Advantages of the batch; `lengths` are the loss tokens per row (the final mask: with mask_truncated,
+    truncated rows have none), for the estimators whose statistics are token-weighted (reinforce_pp)."""
+    r = scored.rollouts
+    groups = torch.tensor(r.prompt_index, dtype=torch.long)
+    mask = (
+        mask_truncated_completions(r.completion_mask, r.finish_reasons)
+        if mask_truncated
+        else r.completion_mask
+    )
+    lengths = mask.sum(-1).float()
+    return ADVANTAGES.get(name)(scored.rewards.float(), groups, lengths=lengths).float()
 
 
 @dataclass
@@ -199,6 +208,7 @@ def policy_update(
     Returns metric sums over this rank (loss, clip counts, kl, entropy, tokens); all-reduce them to log.
     """
     algo = cfg.algorithm
+    eps_low, eps_high = algo.clip_range()
     temperature = cfg.rollout.temperature or 1.0  # greedy rollouts report temperature-1 log-probs
     _, size = world()
     device = accelerator.device
@@ -209,7 +219,9 @@ def policy_update(
         rows = plan.rows.select(idx or [0])
         sync = i == len(plan.micro_batches) - 1
         with nullcontext() if sync else accelerator.no_sync(model):
-            logp, entropy = completion_logprobs(model, inner, rows, device, temperature)
+            logp, entropy = completion_logprobs(
+                model, inner, rows, device, temperature, entropy_grad=algo.entropy_coef > 0
+            )
             ref_logp = reference(rows, device, temperature) if reference else None
             loss, metrics = compute_policy_loss(
                 algo.policy_loss,
@@ -218,13 +230,16 @@ def policy_update(
                 plan.advantages[idx or [0]].to(device),
                 rows.completion_mask.to(device).float(),
                 loss_agg=algo.loss_agg,
-                eps_low=algo.eps_low,
-                eps_high=algo.eps_high,
+                eps_low=eps_low,
+                eps_high=eps_high,
                 totals=plan.totals,
                 ref_logp=ref_logp,
                 beta=algo.beta,
                 kl_estimator=algo.kl_estimator,
                 entropy=entropy,
+                entropy_coef=algo.entropy_coef,
+                tau_pos=algo.sapo_tau_pos,
+                tau_neg=algo.sapo_tau_neg,
             )
             weight = 0.0 if dummy else 1.0
             accelerator.backward(loss * (weight * size))

@@ -31,10 +31,10 @@ from r1lab.rollout.types import Rollouts, training_rows
 
 
 def completion_logprobs(
-    model: Any, prefix_model: Any, rows: Rollouts, device: Any, temperature: float
+    model: Any, prefix_model: Any, rows: Rollouts, device: Any, temperature: float, entropy_grad: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Log-probs (differentiable) and entropies (detached) of each row's completion tokens: float32 [B, T],
-    0 where the completion mask is 0.
+    """Log-probs (differentiable) and entropies (detached unless `entropy_grad`, for an entropy bonus) of each
+    row's completion tokens: float32 [B, T], 0 where the completion mask is 0.
 
     `model` runs the completion tokens (the DDP-wrapped module, so the gradient is synchronised);
     `prefix_model` runs the shared prompts (the same module unwrapped: DDP allows one forward per backward).
@@ -45,11 +45,15 @@ def completion_logprobs(
     if head is None:
         logits = completion_features(model, prefix_model, rows, device, head=None)
         logp = token_logprobs(logits, completion, temperature)
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits.detach(), temperature)
+        if entropy_grad:  # keeps a float32 copy of the logits for the backward
+            entropy = entropy_from_logits(logits, temperature)
+        else:
+            with torch.no_grad():
+                entropy = entropy_from_logits(logits.detach(), temperature)
         return logp * mask, entropy * mask
     hidden = completion_features(model, prefix_model, rows, device, head=head)
     logp, entropy = linear_logprobs(hidden[mask], head.weight, head.bias, completion[mask], temperature)
+    entropy = entropy if entropy_grad else entropy.detach()
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)
     return zeros.masked_scatter(mask, logp), zeros.masked_scatter(mask, entropy)
 
