@@ -216,6 +216,37 @@ def data_make(
     console.print(f"[green]wrote[/green] {len(records)} {task} problems ({split}) to {path}")
 
 
+@data_app.command("pairs")
+def data_pairs(
+    model: Annotated[str, typer.Argument(help="the model to sample from (named default, folder, hub id)")],
+    out: Annotated[Path, typer.Option(help="where to write the pairs (JSONL, DPO data)")],
+    task: Annotated[str | None, typer.Option(help="a built-in task: its prompts and its reward")] = None,
+    data: Annotated[str | None, typer.Option(help="a prompt file (with --reward) instead of --task")] = None,
+    reward: Annotated[list[str] | None, typer.Option("--reward", "-r", help="reward (repeatable)")] = None,
+    n: Annotated[int, typer.Option("--n", help="completions sampled per prompt")] = 8,
+    limit: Annotated[
+        int | None, typer.Option(help="prompts to use (a task: how many to generate, 500)")
+    ] = None,
+    split: str = "train",
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: Annotated[int, typer.Option(help="prompts per generate call")] = 16,
+    seed: int = 0,
+    pairs_per_prompt: Annotated[int, typer.Option(help="most (correct, incorrect) pairs per prompt")] = 1,
+) -> None:
+    """Sample N completions per prompt, score them with the reward, write (correct, incorrect) pairs."""
+    from r1lab.stages.dpo_pairs import PairSampling, make_pairs
+
+    sampling = PairSampling(n, temperature, 1.0, max_new_tokens, batch_size, seed, pairs_per_prompt)
+    counts = make_pairs(
+        model, out, data=data, task=task, rewards=reward, limit=limit, split=split, sampling=sampling
+    )
+    console.print(
+        f"[green]wrote[/green] {counts['pairs']} pairs from {counts['prompts']} prompts to {out} "
+        f"({counts['no_correct']} prompts had no correct sample, {counts['no_incorrect']} no incorrect one)"
+    )
+
+
 @data_app.command("tasks")
 def data_tasks() -> None:
     """List the built-in tasks, their default reward and their knobs."""
