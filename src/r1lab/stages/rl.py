@@ -60,6 +60,7 @@ from r1lab.stages.rl_log import (
     step_metrics,
     write_samples,
 )
+from r1lab.stages.rl_mismatch import rollout_mismatch
 
 
 def run_rl(cfg: RLConfig) -> Path:
@@ -103,6 +104,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     policy = accelerator.unwrap_model(model)
     reference = make_reference(policy, cfg)  # after prepare: a full copy lands on the policy's device
     engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
+    temp = cfg.rollout.temperature or 1.0  # greedy rollouts report temperature-1 log-probs
 
     step, position, bad_in_row, skipped = 0, 0, 0, 0
     failing_rewards = RewardFailureStop(cfg.max_reward_failure_steps, out)
@@ -151,11 +153,15 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 # ---- roll out and score (dynamic sampling: drop flat groups, refill from the next prompts)
                 batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
                 position += len(seen) * cfg.prompts_per_step
-                advantages = advantages_for(batch, cfg.algorithm.advantage, cfg.algorithm.mask_truncated)
+                advantages = advantages_for(batch, cfg.algorithm.advantage)
 
                 # ---- update (mu optimizer steps on the same rollouts)
                 t_train = time.perf_counter()
                 plan = plan_update(batch.rollouts, advantages, cfg)
+                # an engine with its own weights (vLLM): its log-probs vs the trainer's, before the update
+                mismatch = (
+                    {} if engine.name == "hf" else rollout_mismatch(policy, plan, accelerator.device, temp)
+                )
                 sums, grad_norm, lr, bad = optimizer_updates(
                     model, plan, cfg, accelerator, optimizer, scheduler, reference
                 )
@@ -166,7 +172,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 skipped += int(bad)
 
                 # ---- log
-                metrics = step_metrics(batch, seen, sums, runner)
+                metrics = step_metrics(batch, seen, sums, runner) | mismatch
                 gen_s = sum(s.gen_seconds for s in seen)
                 metrics.update(
                     {
