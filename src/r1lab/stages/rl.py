@@ -153,7 +153,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 # ---- roll out and score (dynamic sampling: drop flat groups, refill from the next prompts)
                 batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
                 position += len(seen) * cfg.prompts_per_step
-                advantages = advantages_for(batch, cfg.algorithm.advantage)
+                advantages = advantages_for(batch, cfg.algorithm.advantage, cfg.algorithm.mask_truncated)
 
                 # ---- update (mu optimizer steps on the same rollouts)
                 t_train = time.perf_counter()
