@@ -290,6 +290,34 @@ def data_select(
     console.print(f"[green]wrote[/green] {summary['kept']} of {summary['pool']} records ({method}) to {out}")
 
 
+@data_app.command("distill")
+def data_distill(
+    model: Annotated[str, typer.Argument(help="the model to sample from (the policy itself or a teacher)")],
+    out: Annotated[Path, typer.Option(help="where to write the SFT records (JSONL)")],
+    task: Annotated[str | None, typer.Option(help="a built-in task: prompts and reward")] = None,
+    data: Annotated[str | None, typer.Option(help="or a prompt file (the columns its reward needs)")] = None,
+    reward: Annotated[list[str] | None, typer.Option("--reward", "-r", help="reward (repeatable)")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="problems generated for --task")] = 200,
+    k: Annotated[int, typer.Option("--k", min=2, help="samples per prompt")] = 8,
+    m: Annotated[int, typer.Option("--m", min=1, help="kept per prompt at most")] = 1,
+    split: str = "train",
+    seed: int = 0,
+    temperature: float = 0.7,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+) -> None:
+    """Self-sampled SFT data: k samples per prompt, keep the verified-correct ones (deduplicated, at most m per
+    prompt) with their provenance; stops with an error when nothing verifies."""
+    from r1lab.stages.distill import DistillOptions, distill
+
+    opts = DistillOptions(model=model, out=out, task=task, data=data, rewards=reward or [], n=n, split=split,
+                          seed=seed, k=k, m=m, temperature=temperature, max_new_tokens=max_new_tokens,
+                          batch_size=batch_size)  # fmt: skip
+    counts = distill(opts)
+    kept = f"{counts['kept']} records ({counts['prompts_kept']} prompts)"
+    console.print(f"[green]wrote[/green] {kept} to {out}")
+
+
 @data_app.command("check")
 def data_check(
     train: Annotated[str, typer.Argument(help="training data: a file, folder or hub dataset")],
