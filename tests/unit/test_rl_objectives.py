@@ -4,11 +4,15 @@ run on the tiny model with GSPO's sequence clip."""
 from __future__ import annotations
 
 import pytest
+import torch
 from rl_testkit import read_metrics, rl_config, single_thread
 
+from r1lab.algorithms.advantages import ADVANTAGES
 from r1lab.config import AlgorithmConfig
 from r1lab.errors import UserError
+from r1lab.rollout.types import Rollouts
 from r1lab.stages.rl import run_rl
+from r1lab.stages.rl_batch import Scored, advantages_for
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +71,40 @@ def test_gspo_with_mu2_clips_whole_sequences(tmp_path, tiny_model_dir):
     # GSPO's 3e-4 / 4e-4 band, and the clip removes the gradient of the sequences pushed past it
     assert all(m["clip_ratio/region"] > 0.3 for m in metrics)
     assert all(abs(m["ratio"] - 1) > 4e-4 for m in metrics)
+
+
+def _scored(finish_reasons: list[str]) -> Scored:
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]])
+    rollouts = Rollouts(
+        prompt_index=[0, 0, 1, 1], prompt_ids=[[1]] * 4, completion_ids=mask.clone(), completion_mask=mask,
+        logprobs=torch.zeros(4, 4), finish_reasons=finish_reasons, texts=[""] * 4,
+    )  # fmt: skip
+    return Scored(rollouts, torch.tensor([1.0, 0.0, 0.0, 1.0]), {}, {}, [], [""] * 4, 0.0, 0.0)
+
+
+def test_reinforce_pp_whitens_over_the_final_loss_mask():
+    """With mask_truncated the cut completion (row 1) has no loss token, so it weighs nothing in the whitening."""
+    scored = _scored(["stop", "length", "stop", "stop"])
+    lengths = {False: [3.0, 4.0, 1.0, 2.0], True: [3.0, 0.0, 1.0, 2.0]}
+    for mask_truncated, expected in lengths.items():
+        got = advantages_for(scored, "reinforce_pp", mask_truncated)
+        want = ADVANTAGES.get("reinforce_pp")(
+            scored.rewards, torch.tensor([0, 0, 1, 1]), lengths=torch.tensor(expected)
+        )
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(
+        advantages_for(scored, "reinforce_pp", True), advantages_for(scored, "reinforce_pp")
+    )
+
+
+def test_the_rl_loop_passes_mask_truncated_to_the_advantages(tmp_path, tiny_model_dir, monkeypatch):
+    calls = []
+
+    def spy(scored, name, mask_truncated=False):
+        calls.append((name, mask_truncated))
+        return advantages_for(scored, name, mask_truncated)
+
+    monkeypatch.setattr("r1lab.stages.rl.advantages_for", spy)
+    algorithm = {"advantage": "reinforce_pp", "mask_truncated": True}
+    run_rl(rl_config(tmp_path, tiny_model_dir, {"algorithm": algorithm, "train": {"max_steps": 1}}))
+    assert calls == [("reinforce_pp", True)]
