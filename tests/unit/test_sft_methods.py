@@ -343,3 +343,15 @@ def test_otr_trains_in_the_sft_loop_and_its_knobs_need_it(tmp_path, tiny_model_d
     assert any(not torch.equal(v, weights(tiny_model_dir)[k]) for k, v in weights(final).items())
     with pytest.raises(UserError, match="read only by loss: otr"):
         make_cfg(tmp_path, tiny_model_dir, "x", "otr.k=4")
+
+
+def test_otr_eval_loss_is_the_held_out_nll(tmp_path, tiny_model_dir) -> None:
+    """eval_loss stays the NLL under loss: otr: with an lr too small to move the weights, the two runs' held-out
+    losses agree (OTR's own sampled objective there would not)."""
+    common = ["train.max_steps=1", "optim.lr=1e-12", "data.eval_fraction=0.2"]
+    losses = []
+    for name, extra in [("nll", []), ("otr", ["loss=otr", "otr.negative_reward=-1.0"])]:
+        final = run_sft(make_cfg(tmp_path, tiny_model_dir, name, *common, *extra))
+        rows = [json.loads(line) for line in (final.parent / "metrics.jsonl").read_text().splitlines()]
+        losses.append(next(r["eval_loss"] for r in rows if "eval_loss" in r))
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5)  # OTR's objective here: about -5.95

@@ -51,6 +51,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         o = cfg.otr or OTRConfig()
         knobs = {"k": o.k, "temperature": o.temperature, "negative_reward": o.negative_reward}
         loss_fn = functools.partial(loss_fn, **knobs, nll_weight=o.nll_weight)
+    eval_fn = SFT_LOSSES.get("nll") if cfg.loss == "otr" else loss_fn  # eval_loss stays a held-out NLL
 
     resume_from = resume_point(train, out)  # a folder holding an earlier run is refused before any work
     read = read_sft_data(cfg.data, seed=train.seed)  # a data mistake shows before any model loads
@@ -164,7 +165,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                 tracker.advance(step)
                 if dataset.eval and train.eval_every and step % train.eval_every == 0 and step < total:
                     tracker.log(
-                        step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, loss_fn, pad_id)}
+                        step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, eval_fn, pad_id)}
                     )
                 if train.save_every and step % train.save_every == 0 and step < total:
                     save(step)
@@ -181,7 +182,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         raise
 
     if dataset.eval:
-        tracker.log(step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, loss_fn, pad_id)})
+        tracker.log(step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, eval_fn, pad_id)})
     tracker.close()
     if saved[-1] != step:
         save(step)
