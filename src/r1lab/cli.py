@@ -98,7 +98,7 @@ def merge(
     overrides: Overrides = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUTPUT if it exists")] = False,
 ) -> None:
-    """Merge models tensor by tensor: soups, task arithmetic, transfer, LiNeS, TIES, DARE, SLERP, WiSE-FT."""
+    """Merge models: (greedy) soups, task arithmetic, transfer, LiNeS, TIES, DARE, SLERP, WiSE-FT."""
     from r1lab.stages.merge import merge_from_file
 
     out = merge_from_file(config, output, overrides, overwrite)

@@ -452,6 +452,8 @@ class MergeConfig(Strict):
     overwrite: bool = False
     max_shard_mb: int = Field(5000, gt=0)  # output shards of at most this size (one tensor may exceed it)
     trust_remote_code: bool = False  # LoRA inputs: loading their base to merge the adapter in
+    # greedy_soup only: the held-out set each candidate soup is scored on (an `eval:` section: task or data)
+    validation: dict[str, Any] | None = None
 
 
 STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig, "merge": MergeConfig, "dpo": DPOConfig}

@@ -197,14 +197,18 @@ def copy_model_files(sources: list[Path], out: Path) -> None:
                 break
 
 
-def prepare_output(out: Path, overwrite: bool, where: str) -> Path:
-    """A fresh temporary sibling of `out` to write into (renamed into place by `publish`)."""
+def check_output(out: Path, overwrite: bool, where: str) -> None:
     if out.exists() and not overwrite:
         raise UserError(
             f"the merge output {out} already exists",
             where=where,
             fix="choose another output folder, or pass --overwrite (overwrite: true in the config)",
         )
+
+
+def prepare_output(out: Path, overwrite: bool, where: str) -> Path:
+    """A fresh temporary sibling of `out` to write into (renamed into place by `publish`)."""
+    check_output(out, overwrite, where)
     tmp = out.parent / f".{out.name}.merging"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -40,6 +40,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def run_merge(cfg: MergeConfig) -> Path:
+    if cfg.merge_method == "greedy_soup":  # not a tensor operator: linear soups chosen by validation accuracy
+        from r1lab.stages.merge_soup import greedy_soup
+
+        return greedy_soup(cfg, run_merge)
     method = MERGE_METHODS.get(cfg.merge_method)
     params = method_parameters(cfg, method)
     weights = [m.parameters.weight for m in cfg.models]
@@ -102,6 +106,8 @@ def method_parameters(cfg: MergeConfig, method: MergeMethod) -> dict[str, object
         raise UserError(
             f"{name} takes no per-model weight", where="models[].parameters.weight", fix="remove it"
         )
+    if cfg.validation is not None:
+        raise UserError(f"{name} does not evaluate: validation is for greedy_soup", where="validation")
     if "seed" in cfg.model_fields_set and not method.seeded:
         raise UserError(f"{name} is deterministic: seed is not used", where="seed", fix="remove seed")
     return {**allowed, **cfg.parameters}
