@@ -14,7 +14,7 @@ from rl_testkit import single_thread
 from safetensors.torch import load_file
 
 from r1lab.algorithms.logprobs import token_logprobs
-from r1lab.config import DPOConfig, apply_overrides, validate
+from r1lab.config import DPOConfig, apply_overrides, load_config, validate
 from r1lab.data.preference import build_preference_dataset, read_preference_data
 from r1lab.errors import UserError
 from r1lab.stages.dpo import run_dpo
@@ -80,6 +80,7 @@ def test_dpo_learns_a_trivial_preference(tmp_path, tiny_model_dir) -> None:
     assert last["loss"] < first["loss"] - 0.1
     assert last["rewards/accuracies"] == 1.0 and last["rewards/margins"] > 0.2
     assert json.loads((out / "state.json").read_text())["status"] == "complete"
+    assert load_config(DPOConfig, out / "config.yaml") == cfg  # the resolved config loads again as it is
 
 
 def test_grad_accumulation_gives_the_large_batch_update(tmp_path, tiny_model_dir) -> None:
@@ -179,7 +180,11 @@ def test_config_mistakes_are_user_errors(tmp_path, tiny_model_dir) -> None:
     with pytest.raises(UserError, match="does not use it"):
         run_dpo(make_cfg(tmp_path, tiny_model_dir, "b", "simpo_gamma=1.0"))
     with pytest.raises(UserError, match="reference-free"):
-        run_dpo(make_cfg(tmp_path, tiny_model_dir, "c", "loss=simpo", "reference=precompute"))
+        run_dpo(
+            make_cfg(
+                tmp_path, tiny_model_dir, "c", "loss=simpo", "model.lora.r=4", "reference=adapter_disabled"
+            )
+        )
     with pytest.raises(UserError, match="unknown preference loss"):
         run_dpo(make_cfg(tmp_path, tiny_model_dir, "d", "loss=sigmod"))
     with pytest.raises(UserError, match="needs a LoRA run"):

@@ -204,19 +204,21 @@ def run_dpo(cfg: DPOConfig) -> Path:
 
 
 def check_loss(cfg: DPOConfig) -> PreferenceParams:
-    """The loss's parameters; a loss name that is unknown, or a parameter the loss would ignore, is refused."""
+    """The loss's parameters; a loss name that is unknown, or a parameter the loss would ignore, is refused.
+    A parameter at its default counts as not set, so the resolved config.yaml a run writes loads again."""
     PREFERENCE_LOSSES.get(cfg.loss)
     for key in ("label_smoothing", "simpo_gamma"):
-        if key in cfg.model_fields_set and key not in READS.get(cfg.loss, set()):
+        unread = key not in READS.get(cfg.loss, set())
+        if unread and getattr(cfg, key) != DPOConfig.model_fields[key].default:
             users = sorted(name for name, keys in READS.items() if key in keys)
             raise UserError(
-                f"{key} is set, but loss {cfg.loss!r} does not use it (only {', '.join(users)} do)",
+                f"{key} is set, but loss {cfg.loss!r} does not use it (only {' and '.join(users)})",
                 where=key,
                 fix=f"remove {key}, or choose loss: {' or '.join(users)}",
             )
-    if cfg.loss in REFERENCE_FREE and "reference" in cfg.model_fields_set:
+    if cfg.loss in REFERENCE_FREE and cfg.reference != DPOConfig.model_fields["reference"].default:
         raise UserError(
-            f"loss {cfg.loss!r} is reference-free, so `reference` is not used",
+            f"loss {cfg.loss!r} is reference-free, so `reference: {cfg.reference}` is not used",
             where="reference",
             fix="remove `reference`",
         )
