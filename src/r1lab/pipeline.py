@@ -90,6 +90,12 @@ def resolve_stages(
             raise UserError(
                 f"two stages are named {name!r}", where=where, fix="give each stage a unique name"
             )
+        if kind == "merge" and source_stage is not None:
+            raise UserError(
+                f"merge stage {name!r} has `input:`, but a merge names its inputs itself",
+                where=where,
+                fix="remove `input:`; list the stages (or `base`) under `models:` / `base_model:`",
+            )
         if source_stage not in (None, "base", *names):
             raise UserError(
                 f"stage {name!r} takes its input from {source_stage!r}, which is not an earlier stage",

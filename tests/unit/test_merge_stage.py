@@ -334,3 +334,15 @@ def test_a_recipe_merge_stage_takes_base_and_earlier_stages_by_name(models, tmp_
     state = json.loads((root / "pipeline.json").read_text())["stages"]
     assert state["wise"]["status"] == "complete"
     AutoModelForCausalLM.from_pretrained(root / "wise")
+
+
+def test_a_recipe_merge_stage_with_input_is_refused(models, tmp_path):
+    from r1lab.pipeline import load_recipe, resolve_stages
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: m\nmodel: {{path: {models['base']}}}\n"
+        "stages: [{name: soup, kind: merge, input: base, merge_method: linear, models: [{model: base}]}]\n"
+    )
+    with pytest.raises(UserError, match="a merge names its inputs itself"):
+        resolve_stages(load_recipe(recipe), tmp_path, {}, recipe)
