@@ -265,7 +265,7 @@ def data_tasks() -> None:
 @data_app.command("select")
 def data_select(
     pool: Annotated[str, typer.Argument(help="the pool: a .jsonl/.json/.parquet/.csv file or folder")],
-    method: Annotated[str, typer.Option(help="random | fit (GRAPE) | pass_rate (RL prompts)")],
+    method: Annotated[str, typer.Option(help="random | fit (GRAPE) | pass_rate (RL prompts) | diversity")],
     k: Annotated[int, typer.Option("--k", min=1, help="records to keep")],
     out: Annotated[Path, typer.Option(help="where to write the kept records (JSONL, pool order)")],
     model: Annotated[str | None, typer.Option(help="the target model (fit, pass_rate)")] = None,
@@ -280,7 +280,8 @@ def data_select(
     seed: int = 0,
 ) -> None:
     """Select K records of a pool: random (seeded baseline), fit (per instruction the response the model finds
-    likeliest), pass_rate (drop prompts the model always or never solves; pass rates go into the file)."""
+    likeliest), pass_rate (drop prompts the model always or never solves; pass rates go into the file),
+    diversity (k-means on the model's mean hidden states, evenly across clusters)."""
     import r1lab.stages.select  # noqa: F401  (registers the model-based selectors)
     from r1lab.data.select import SelectOptions, select_file
 

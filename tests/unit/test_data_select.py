@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,23 @@ def test_pass_rate_needs_gold_answers_for_its_reward(tmp_path, tiny_model_dir) -
         select_file(str(pool), "pass_rate", options, tmp_path / "x")
     with pytest.raises(UserError, match="--reward / --task"):
         select_file(str(pool), "pass_rate", SelectOptions(k=2, source=str(pool), model="m"), tmp_path / "x")
+
+
+def test_diversity_takes_evenly_from_the_clusters_of_the_models_embeddings(tmp_path, tiny_model_dir) -> None:
+    sums = [
+        f"What is {a} + {b}? {a} + {b} = {a + b}." for a, b in [(12, 7), (3, 4), (25, 9), (6, 6), (40, 2)]
+    ]
+    words = ["The quick brown fox jumps over the lazy dog."] * 3 + ["The lazy dog. The quick brown fox."] * 3
+    rows = [chat(t, "ok") for t in sums] + [{"prompt": t, "completion": "ok"} for t in words]
+    random.Random(1).shuffle(rows)
+    pool = write_jsonl(tmp_path / "pool.jsonl", rows)
+    is_sum = ["What is" in (r["messages"][0]["content"] if "messages" in r else r["prompt"]) for r in rows]
+    for k in (2, 4):
+        for seed in (0, 1):
+            options = SelectOptions(k=k, source=str(pool), model=str(tiny_model_dir), seed=seed)
+            select_file(str(pool), "diversity", options, tmp_path / f"d{k}{seed}.jsonl")
+        kept = [rows.index(r) for r in read(tmp_path / f"d{k}0.jsonl")]
+        assert sorted(is_sum[i] for i in kept) == [False] * (k // 2) + [True] * (k // 2)  # evenly from both
+    assert read(tmp_path / "d40.jsonl") != read(tmp_path / "d41.jsonl") or read(
+        tmp_path / "d20.jsonl"
+    ) != read(tmp_path / "d21.jsonl")

@@ -9,11 +9,15 @@
   them with the task's (or the given) reward, drop prompts solved always or never, keep the K whose pass rate
   is nearest 1/2 (GRPO learns most where p(1-p) is largest); `pass_rate` and `pass_rate_n` go into each record.
   Cost: n + 1 generations per prompt (the eval runner's greedy one as well; its correctness is kept too).
+- `diversity` (Diversify and Conquer): embed each record as the target model's mean last hidden state over its
+  text, k-means (scikit-learn; min(64, K) clusters as the paper's K = 64, seeded), then take records round-robin
+  across the clusters (each cluster in a seeded random order) until K. Cost: one forward per record + k-means.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections import defaultdict
 from typing import Any
 
@@ -130,3 +134,51 @@ def select_pass_rate(records: list[dict[str, Any]], options: SelectOptions) -> P
         (i, {**records[i], "pass_rate": rates[i], "pass_rate_n": options.n, "greedy_correct": greedy[i]})
         for i in mixed[: options.k]
     ]
+
+
+CLUSTERS = 64  # Diversify and Conquer's K
+
+
+@SELECTORS.register("diversity")
+def select_diversity(records: list[dict[str, Any]], options: SelectOptions) -> Picked:
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        raise UserError(
+            "selection 'diversity' clusters with scikit-learn, which is not installed",
+            fix="pip install 'r1lab[select]' (or pip install scikit-learn)",
+        ) from None
+    model, tokenizer = load_model(ModelConfig(path=need_model(options, "diversity")), trainable=False)
+    vectors = torch.stack([mean_hidden_state(model, tokenizer, record_text(r)) for r in records]).numpy()
+    n_clusters = min(CLUSTERS, options.k, len(records))
+    labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=options.seed).fit_predict(vectors)
+    rng = random.Random(options.seed)
+    clusters = [[i for i, label in enumerate(labels) if label == c] for c in range(n_clusters)]
+    for members in clusters:
+        rng.shuffle(members)
+    console.print(
+        f"diversity: {len(records)} records in {n_clusters} clusters of {sorted(map(len, clusters))}"
+    )
+    picked: list[int] = []
+    while len(picked) < options.k:  # one from each cluster in turn, skipping the emptied ones
+        for members in clusters:
+            if members and len(picked) < options.k:
+                picked.append(members.pop())
+    return [(i, records[i]) for i in picked]
+
+
+def record_text(record: dict[str, Any]) -> str:
+    """The text a record is embedded by: its messages' contents, else its string columns, in order."""
+    messages = record.get("messages")
+    if isinstance(messages, list):
+        return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    return "\n".join(v for v in record.values() if isinstance(v, str))
+
+
+@torch.no_grad()
+def mean_hidden_state(model: Any, tokenizer: Any, text: str, max_tokens: int = 1024) -> torch.Tensor:
+    ids = tokenizer(text, add_special_tokens=False).input_ids[:max_tokens] or [tokenizer.pad_token_id]
+    out = model(
+        input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True, use_cache=False
+    )
+    return out.hidden_states[-1][0].float().mean(dim=0).cpu()
