@@ -273,6 +273,18 @@ class RLConfig(TrainingStage):
     max_bad_steps: int = Field(3, gt=0)  # stop after this many NaN/inf steps in a row
     # stop when a reward failed on every call of this many steps in a row
     max_reward_failure_steps: int = Field(3, gt=0)
+    # AceReason 1.1's rule: rollout.temperature is picked before training so that a probe batch's mean token
+    # entropy at it is closest to this (the paper: 0.3); r1lab.stages.rl_temperature
+    target_entropy: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _temperature_or_target_entropy(self) -> RLConfig:
+        if self.target_entropy is not None and "temperature" in self.rollout.model_fields_set:
+            raise ValueError(
+                "rollout.temperature and target_entropy both set: target_entropy picks the temperature; "
+                "remove one of them"
+            )
+        return self
 
     @field_validator("rollout")
     @classmethod

@@ -61,6 +61,7 @@ from r1lab.stages.rl_log import (
     write_samples,
 )
 from r1lab.stages.rl_mismatch import rollout_mismatch
+from r1lab.stages.rl_temperature import with_probed_temperature
 
 
 def run_rl(cfg: RLConfig) -> Path:
@@ -122,6 +123,11 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         write_state(out, "running", step=step, total_steps=total_steps)
         drop_samples_after(out / "samples.jsonl", step)
         console.print(f"rl: {_prompt_counts(prompts, cfg)}")
+    if cfg.target_entropy is not None:  # AceReason: the sampling temperature from a probe batch
+        cfg = with_probed_temperature(
+            cfg, engine, policy, prompts, out, accelerator.device, resumed=resume_from is not None, main=main
+        )
+        temp = cfg.rollout.temperature
     order = EpochOrder(len(prompts), 1, cfg.train.seed, shuffle=cfg.data.shuffle).at  # position -> prompt
     tracker = Tracker(
         out,
