@@ -346,3 +346,33 @@ def test_a_recipe_merge_stage_with_input_is_refused(models, tmp_path):
     )
     with pytest.raises(UserError, match="a merge names its inputs itself"):
         resolve_stages(load_recipe(recipe), tmp_path, {}, recipe)
+
+
+def test_dtype_seed_and_shard_size_change_the_output(models, tmp_path):
+    kw = dict(merge_method="linear", models=[{"model": str(models["a"])}, {"model": str(models["b"])}])
+    half = weights(run_merge(config(**kw, dtype="bfloat16", output=str(tmp_path / "bf16"))))
+    a, b = weights(models["a"]), weights(models["b"])
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert half[name].dtype == torch.bfloat16
+    assert torch.equal(half[name], ((a[name] + b[name]) / 2).to(torch.bfloat16))
+    dare = dict(merge_method="dare", base_model=str(models["base"]), models=[{"model": str(models["a"])}])
+    one, again, other = (
+        weights(run_merge(config(**dare, seed=seed, output=str(tmp_path / f"dare-{i}"))))
+        for i, seed in enumerate((1, 1, 2))
+    )
+    assert torch.equal(one[name], again[name]) and not torch.equal(one[name], other[name])
+    # 3 MiB of tensors in shards of at most 1 MiB: an index and 3 shards, read back equal
+    (tmp_path / "big").mkdir()
+    state = {f"model.layers.{i}.w": torch.randn(512, 512) for i in range(3)}
+    save_file(state, tmp_path / "big" / "model.safetensors")
+    (tmp_path / "big" / "config.json").write_text("{}")
+    out = run_merge(
+        config(
+            merge_method="linear",
+            models=[{"model": str(tmp_path / "big")}],
+            max_shard_mb=1,
+            output=str(tmp_path / "s"),
+        )
+    )
+    assert len(set(json.loads((out / INDEX).read_text())["weight_map"].values())) == 3
+    torch.testing.assert_close(weights(out), state)
