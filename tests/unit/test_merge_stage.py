@@ -354,6 +354,7 @@ def test_dtype_seed_and_shard_size_change_the_output(models, tmp_path):
     a, b = weights(models["a"]), weights(models["b"])
     name = "model.layers.0.mlp.up_proj.weight"
     assert half[name].dtype == torch.bfloat16
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16
     assert torch.equal(half[name], ((a[name] + b[name]) / 2).to(torch.bfloat16))
     dare = dict(merge_method="dare", base_model=str(models["base"]), models=[{"model": str(models["a"])}])
     one, again, other = (

@@ -197,6 +197,15 @@ def copy_model_files(sources: list[Path], out: Path) -> None:
                 break
 
 
+def set_config_dtype(folder: Path, dtype: str) -> None:
+    """Record the merged weights' dtype in config.json (transformers reads `dtype`, older ones `torch_dtype`)."""
+    file = folder / "config.json"
+    if file.is_file():
+        config = json.loads(file.read_text())
+        config.update({key: dtype for key in ("dtype", "torch_dtype") if key in config} or {"dtype": dtype})
+        file.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def check_output(out: Path, overwrite: bool, where: str) -> None:
     if out.exists() and not overwrite:
         raise UserError(

@@ -33,6 +33,7 @@ from r1lab.models.merge_io import (
     copy_model_files,
     prepare_output,
     publish,
+    set_config_dtype,
 )
 
 console = Console(stderr=True)
@@ -65,6 +66,8 @@ def run_merge(cfg: MergeConfig) -> Path:
             # config, tokenizer, chat template: from the target base (transfer), base, else the first model
             order = [r for r in ("target", "base") if r in folders] + [r for r in folders if r[:5] == "model"]
             copy_model_files([folders[r] for r in order], tmp)
+        if cfg.dtype:
+            set_config_dtype(tmp, cfg.dtype)
         dump_config(cfg, tmp / "r1lab_merge.yaml")
         publish(tmp, out)
     finally:
