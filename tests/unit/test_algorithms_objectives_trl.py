@@ -52,7 +52,7 @@ def trl_loss(loss_type, level, logp, old, adv, mask, eps_low, eps_high, entropy=
             sapo_temperature_pos=1.0,
             sapo_temperature_neg=1.05,
             steps_per_generation=1,
-        ),  # fmt: skip
+        ),
         use_vllm=False,
         vllm_importance_sampling_correction=False,
         model=SimpleNamespace(training=True),
