@@ -12,7 +12,7 @@ from r1lab.config import AlgorithmConfig
 from r1lab.errors import UserError
 from r1lab.rollout.types import Rollouts
 from r1lab.stages.rl import run_rl
-from r1lab.stages.rl_batch import Scored, advantages_for
+from r1lab.stages.rl_batch import Scored, advantages_for, plan_update
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +108,15 @@ def test_the_rl_loop_passes_mask_truncated_to_the_advantages(tmp_path, tiny_mode
     algorithm = {"advantage": "reinforce_pp", "mask_truncated": True}
     run_rl(rl_config(tmp_path, tiny_model_dir, {"algorithm": algorithm, "train": {"max_steps": 1}}))
     assert calls == [("reinforce_pp", True)]
+
+
+@pytest.mark.parametrize(("algorithm", "trained"), [({}, [0, 3]), ({"entropy_coef": 0.01}, [0, 1, 2, 3])])
+def test_zero_advantage_rows_are_skipped_only_without_a_kl_or_entropy_term(
+    tmp_path, tiny_model_dir, algorithm, trained
+):
+    """Their policy loss is 0, but an entropy bonus still has a gradient on them."""
+    cfg = rl_config(tmp_path, tiny_model_dir, {"algorithm": algorithm})
+    batch = _scored(["stop"] * 4).rollouts
+    plan = plan_update(batch, torch.tensor([0.5, 0.0, 0.0, -0.5]), cfg)
+    assert [i for mb in plan.micro_batches for i in mb] == list(range(len(trained)))
+    assert plan.rows.completion_mask.sum(-1).tolist() == batch.completion_mask[trained].sum(-1).tolist()

@@ -174,7 +174,7 @@ class UpdatePlan:
 
 def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePlan:
     """Split the batch's rows over ranks and micro-batches. The loss normalisers count every row, but rows
-    whose advantage is 0 are not run when there is no KL term: their loss and gradient are exactly 0
+    whose advantage is 0 are not run when there is no KL or entropy term: their loss and gradient are exactly 0
     (flat groups, often most of them early or late in training), so leaving them out changes nothing."""
     rank, size = world()
     dummy = batch.select([0])  # before any masking: a zero-weight pass needs at least one token
@@ -184,7 +184,7 @@ def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePla
         )
     totals = LossTotals.from_mask(batch.completion_mask, cfg.rollout.max_new_tokens)
     active = batch.completion_mask.sum(-1) > 0
-    if cfg.algorithm.beta == 0:
+    if cfg.algorithm.beta == 0 and cfg.algorithm.entropy_coef == 0:
         active &= advantages != 0
     keep = active.nonzero().squeeze(-1).tolist()
     shares = split_even(len(keep), size)
