@@ -2,6 +2,7 @@
 
     python benchmarks/merge_vs_mergekit.py                       # mergekit in-process if importable, else
     python benchmarks/merge_vs_mergekit.py --mergekit /work/venvs/mergekit/bin/mergekit-yaml   # its own venv
+    python benchmarks/merge_vs_mergekit.py --memory --hidden 1024     # peak RSS of each tool, bigger models
 
 Models: a random 4-block Llama (hidden 64, vocab 512, untied head) as the base, and two "fine-tunes" = base +
 noise of 0.1 x the base's spread per tensor (so the SLERP angle is well inside its slerp branch, not the lerp
@@ -41,14 +42,14 @@ from r1lab.stages.merge import run_merge
 LINEAR_TOLERANCE = 1e-6
 
 
-def build_models(root: Path) -> dict[str, Path]:
+def build_models(root: Path, hidden: int = 64, vocab: int = 512) -> dict[str, Path]:
     """base, ft1, ft2 (base + noise) and base2 (another base of the same shape) as HF folders."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     config = LlamaConfig(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -224,13 +225,17 @@ def merge_mergekit(config: dict[str, Any], out: Path, command: str | None) -> di
         from mergekit.merge import run_merge as mergekit_run
 
         mergekit_run(
-            MergeConfiguration.model_validate(config), str(out), MergeOptions(random_seed=0, quiet=True)
+            MergeConfiguration.model_validate(config),
+            str(out),
+            MergeOptions(random_seed=0, quiet=True, copy_tokenizer=False),
         )
     else:
         file = out.parent / f"{out.name}.yaml"
         file.write_text(yaml.safe_dump(config))
         run = subprocess.run(
-            [command, str(file), str(out), "--random-seed", "0", "--quiet"], capture_output=True, text=True
+            [command, str(file), str(out), "--random-seed", "0", "--quiet", "--no-copy-tokenizer"],
+            capture_output=True,
+            text=True,
         )
         if run.returncode != 0:
             raise RuntimeError(f"mergekit failed on {file}:\n{run.stderr[-3000:]}")
@@ -261,10 +266,66 @@ def stochastic_summary(ours, theirs, base, full) -> str:
     return "; ".join(parts)
 
 
+PEAK_SCRIPT = """
+import json, re, sys
+def kib(key):
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+tool, config, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+if tool == "r1lab":
+    from r1lab.config import MergeConfig
+    from r1lab.stages.merge import run_merge
+    go = lambda: run_merge(MergeConfig(**config, output=out))
+else:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+    go = lambda: run_merge(MergeConfiguration.model_validate({**config, "dtype": "float32"}), out,
+                           MergeOptions(quiet=True, copy_tokenizer=False))
+before = kib("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")
+go()
+print((kib("VmHWM") - before) * 1024)
+"""
+
+
+def peak_memory(hidden: int, vocab: int) -> None:
+    """Peak RSS increase of one task_arithmetic merge of base + 2 fine-tunes, each tool in a fresh process
+    (after its imports), against the size of one input model."""
+    with tempfile.TemporaryDirectory(prefix="merge-mem-") as tmp:
+        paths = build_models(Path(tmp) / "models", hidden, vocab)
+        size = sum(f.stat().st_size for f in paths["base"].glob("*.safetensors"))
+        config = {
+            "merge_method": "task_arithmetic",
+            "base_model": str(paths["base"]),
+            "models": [
+                {"model": str(paths["ft1"]), "parameters": {"weight": 0.5}},
+                {"model": str(paths["ft2"]), "parameters": {"weight": 0.5}},
+            ],
+        }
+        print(f"task_arithmetic of 3 models of {size / 2**20:.0f} MiB each (hidden {hidden}, vocab {vocab})")
+        for tool in ("r1lab", "mergekit"):
+            run = subprocess.run(
+                [sys.executable, "-c", PEAK_SCRIPT, tool, json.dumps(config), str(Path(tmp) / tool)],
+                capture_output=True,
+                text=True,
+            )
+            if run.returncode != 0:
+                print(f"{tool}: failed\n{run.stderr[-2000:]}")
+                continue
+            peak = int(run.stdout.split()[-1])
+            print(
+                f"{tool:<9} peak RSS increase {peak / 2**20:8.1f} MiB = {peak / size:.2f} x one input model"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mergekit", help="a mergekit-yaml executable (default: mergekit in this Python)")
+    parser.add_argument("--memory", action="store_true", help="peak memory of each tool instead (Linux)")
+    parser.add_argument("--hidden", type=int, default=1024, help="--memory: the models' hidden size")
+    parser.add_argument("--vocab", type=int, default=32000, help="--memory: the models' vocabulary")
     args = parser.parse_args()
+    if args.memory:
+        return peak_memory(args.hidden, args.vocab)
     with tempfile.TemporaryDirectory(prefix="merge-bench-") as tmp:
         root = Path(tmp)
         paths = build_models(root / "models")
