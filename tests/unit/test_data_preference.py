@@ -48,6 +48,10 @@ def test_strings_messages_and_shared_prefix_give_the_same_pair(tmp_path, tiny_to
     assert [(p.chosen, p.rejected) for _, p in read.pairs] == [([bot("4")], [bot("5")])] * 4
     data = build_preference_dataset(cfg, tiny_tokenizer, read)
     assert all(ex == data[0] for ex in data)
+    # with data.system_prompt the prompt gains a system message; sides that repeat the user turn still match
+    with_system = read_preference_data(cfg.model_copy(update={"system_prompt": "Be brief."})).pairs
+    system = {"role": "system", "content": "Be brief."}
+    assert [p.prompt for _, p in with_system] == [[system, user("What is 2 + 2?")]] * 4
     ex = data[0]
     # the response continues the prompt exactly and ends on the end-of-turn token (ChatML's "\n" is not scored)
     full = tiny_tokenizer.apply_chat_template([user("What is 2 + 2?"), bot("4")], tokenize=False)

@@ -85,8 +85,12 @@ def split_prompt(pair: Preference, place: str) -> Preference:
                 fix=f"give every record a non-empty `{side}` (a string or a list of messages)",
             )
     prompt, chosen, rejected = list(pair.prompt), list(pair.chosen), list(pair.rejected)
-    if prompt and chosen[: len(prompt)] == prompt and rejected[: len(prompt)] == prompt:
-        chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]  # sides that repeat the prompt
+    # sides that repeat the prompt (without the system message data.system_prompt added to it, maybe)
+    repeated = prompt[1:] if prompt and prompt[0]["role"] == "system" else prompt
+    for head in (prompt, repeated):
+        if head and chosen[: len(head)] == head and rejected[: len(head)] == head:
+            chosen, rejected = chosen[len(head) :], rejected[len(head) :]
+            break
     shared = 0
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
         shared += 1
