@@ -65,7 +65,7 @@ def test_nan_rewards_get_zero_and_are_left_out_of_group_statistics(name):
     torch.testing.assert_close(out[3:5], torch.tensor([-expected, expected]))
 
 
-@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "batch_std", "reinforce_pp_baseline"])
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "batch_std", "reinforce_pp_baseline", "opo"])
 def test_equal_rewards_give_zero_advantage(name):
     out = adv(name, torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]), torch.tensor([0, 0, 0, 1, 1]))
     torch.testing.assert_close(out, torch.zeros(5))
@@ -87,7 +87,7 @@ def test_advantages_do_not_depend_on_row_order():
 def test_unknown_estimator_lists_the_known_ones():
     with pytest.raises(UserError) as err:
         ADVANTAGES.get("ppo_gae")
-    assert "batch_std, dr_grpo, grpo, reinforce_pp, reinforce_pp_baseline, rloo" in str(err.value)
+    assert "batch_std, dr_grpo, grpo, opo, reinforce_pp, reinforce_pp_baseline, rloo" in str(err.value)
 
 
 def test_shape_mismatch_is_rejected():
@@ -135,3 +135,12 @@ def test_reinforce_pp_leaves_nan_rewards_out(name):
     centred = [1.0, 0.0, 2.0, 0.0] if name == "reinforce_pp" else [0.5, -0.5, 1.0, -1.0]
     assert out[1].item() == 0.0
     torch.testing.assert_close(out[keep], torch.tensor(whitened(centred, [1.0, 2.0, 1.0, 1.0])))
+
+
+def test_opo_subtracts_the_length_weighted_group_mean():
+    # group 0 rows 0, 2, 4, 5: rewards 1, 0, 0, 1 with lengths 2, 1, 0, 1 -> baseline (2 + 1) / 4 = 0.75
+    # group 7 rows 1, 3, 6: rewards 1, 2, 3 with lengths 1, 3, 2 -> baseline (1 + 6 + 6) / 6 = 13/6
+    expected = [1 - 0.75, 1 - 13 / 6, -0.75, 2 - 13 / 6, -0.75, 1 - 0.75, 3 - 13 / 6]
+    out = ADVANTAGES.get("opo")(REWARDS, GROUPS, lengths=LENGTHS)
+    torch.testing.assert_close(out, torch.tensor(expected))
+    torch.testing.assert_close(adv("opo"), adv("dr_grpo"))  # without lengths: the plain group mean

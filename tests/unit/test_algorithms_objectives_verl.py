@@ -1,4 +1,4 @@
-"""The objectives and REINFORCE++ estimators against verl's own functions on the same tensors.
+"""The objectives and the REINFORCE++ and OPO estimators against verl's own functions on the same tensors.
 
 verl pins its own stack, so it lives in its own environment; there this module runs with
   python3 -m venv /work/venvs/verl && pip install --no-deps verl tensordict pyvers omegaconf codetiming
@@ -105,4 +105,17 @@ def test_reinforce_pp_baseline_matches_verl():
         token_rewards, mask, groups.numpy(), config=AlgoConfig()
     )
     ours = ADVANTAGES.get("reinforce_pp_baseline")(rewards, groups, lengths=mask.sum(-1))
+    torch.testing.assert_close(ours[:, None] * mask, theirs)
+
+
+def test_opo_matches_verl():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 1.0])
+    groups = torch.tensor([0, 0, 1, 1, 1, 0])  # verl gives a one-row group baseline 0 (r1lab: advantage 0)
+    _, _, _, mask = batch()
+    token_rewards = torch.zeros_like(mask)
+    token_rewards[torch.arange(6), mask.sum(-1).long() - 1] = rewards
+    theirs, _ = core_algos.compute_opo_outcome_advantage(
+        token_rewards, mask, groups.numpy(), config=AlgoConfig()
+    )
+    ours = ADVANTAGES.get("opo")(rewards, groups, lengths=mask.sum(-1))
     torch.testing.assert_close(ours[:, None] * mask, theirs)

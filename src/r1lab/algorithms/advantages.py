@@ -123,3 +123,20 @@ def reinforce_pp_baseline(rewards: Tensor, group_ids: Tensor, lengths: Tensor | 
     tokens of the batch as `reinforce_pp`. A group with a single valid reward is centred to 0."""
     s = _group_stats(rewards, group_ids)
     return _finish(_whiten(s.rewards - s.mean, s, lengths), s, rewards)
+
+
+@ADVANTAGES.register("opo")
+def opo(rewards: Tensor, group_ids: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """OPO (on-policy RL with the optimal baseline): A_i = r_i - Σ_g l_j r_j / Σ_g l_j, the group mean weighted
+    by completion length l (without lengths: the plain group mean, i.e. dr_grpo). A group with a single valid
+    reward gets 0, as in the other group estimators."""
+    s = _group_stats(rewards, group_ids)
+    w = torch.ones_like(s.rewards) if lengths is None else lengths.to(s.rewards.device, torch.float64)
+    w = torch.where(s.valid, w, 0.0)
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    zeros = torch.zeros(
+        int(inverse.max()) + 1 if inverse.numel() else 0, dtype=torch.float64, device=w.device
+    )
+    baseline = zeros.index_add(0, inverse, w * s.rewards) / zeros.index_add(0, inverse, w).clamp(min=1e-12)
+    adv = torch.where(s.count > 1, s.rewards - baseline[inverse], 0.0)
+    return _finish(adv, s, rewards)
