@@ -133,6 +133,21 @@ def compare(recipe: Path, overrides: RecipeOverrides = None, jobs: Jobs = 1, ray
     console.print(f"[green]done[/green]: {root / 'results.md'} and {root / 'report.html'}")
 
 
+@app.command()
+def doctor(
+    config: Annotated[Path, typer.Argument(help="a stage config (kind sft or rl) or a recipe")],
+    overrides: Overrides = None,
+) -> None:
+    """Check a config on its real model and data before training: template masks, data lengths, rewards, sampler
+    vs trainer log-probs, gradient accumulation, step cost, eval/train overlap; exit 1 when a check fails."""
+    from r1lab.doctor import render, run_doctor
+
+    results = run_doctor(config, overrides)
+    print(render(results))
+    if any(c.failed for _, checks in results for c in checks):
+        raise typer.Exit(1)
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="an experiment's run folder, e.g. runs/quickstart")],

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli",),
     ("chat",),
     ("experiments",),
+    ("doctor",),  # `r1lab doctor`: runs stage pieces and reads recipes through the pipeline, before training
     ("pipeline",),
     ("report",),
     ("stages",),
