@@ -71,11 +71,16 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, arch: str = "llama"):
     return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
 
 
-def build_model(path: Path, tokenizer: PreTrainedTokenizerFast, arch: str = "llama", seed: int = 0):
+def build_model(
+    path: Path, tokenizer: PreTrainedTokenizerFast, arch: str = "llama", seed: int = 0, **overrides: int
+):
+    """Save a random model of `tiny_config(tokenizer, arch)`, with `overrides` set on the config (sizes)."""
     import torch
 
     torch.manual_seed(seed)
     config = tiny_config(tokenizer, arch)
+    for key, value in overrides.items():
+        setattr(config, key, value)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -288,19 +288,13 @@ class RLConfig(TrainingStage):
 
     @field_validator("rollout")
     @classmethod
-    def _no_vllm_yet(cls, rollout: RolloutConfig) -> RolloutConfig:
-        # vLLM holds its own copy of the weights; until the engine syncs them after every update (tracked in
-        # the engine issue) a vLLM run would train on samples of the initial policy: refuse it
-        if rollout.engine == "vllm":
+    def _vllm_only_keys(cls, rollout: RolloutConfig) -> RolloutConfig:
+        # the HF engine generates with the training model itself: a memory fraction would be silently ignored
+        default = RolloutConfig.model_fields["gpu_memory_utilization"].default
+        if rollout.engine != "vllm" and rollout.gpu_memory_utilization != default:
             raise ValueError(
-                "rollout.engine 'vllm' is not supported yet (its weight sync after each update is not wired, "
-                "so training would sample from the initial policy; tracked in the engine issue): "
-                "set rollout.engine: hf"
-            )
-        if rollout.gpu_memory_utilization != RolloutConfig.model_fields["gpu_memory_utilization"].default:
-            raise ValueError(
-                "rollout.gpu_memory_utilization is read only by the vllm engine, which RL does not support "
-                "yet: remove it"
+                f"rollout.gpu_memory_utilization is read only by the vllm engine, but rollout.engine is "
+                f"{rollout.engine!r}: remove it, or set rollout.engine: vllm"
             )
         return rollout
 

