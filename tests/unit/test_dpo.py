@@ -191,3 +191,28 @@ def test_config_mistakes_are_user_errors(tmp_path, tiny_model_dir) -> None:
         make_cfg(tmp_path, tiny_model_dir, "e", "reference=adapter_disabled")
     with pytest.raises(UserError, match="no held-out evaluation"):
         make_cfg(tmp_path, tiny_model_dir, "f", "data.eval_fraction=0.2")
+
+
+@pytest.mark.slow
+def test_real_default_model_implicit_accuracy_rises(tmp_path, monkeypatch) -> None:
+    """SmolLM2-135M-Instruct on addition: the worked solution (chosen) against the same solution with a wrong
+    final answer (rejected), so only the answer line differs; the implicit reward learns to rank them."""
+    from r1lab.models import pull
+    from r1lab.tasks import get_task
+
+    monkeypatch.setenv("R1LAB_HOME", str(Path.home() / ".cache" / "r1lab"))  # the shared model cache
+    model_dir = pull("smollm2-135m-instruct")
+    problems = get_task("addition").generate(32, seed=0, split="train")
+    with (tmp_path / "pairs.jsonl").open("w") as f:
+        for p in problems:
+            wrong = p["completion"].replace(f"Answer: {p['answer']}", f"Answer: {int(p['answer']) + 10}")
+            f.write(json.dumps({"prompt": p["prompt"], "chosen": p["completion"], "rejected": wrong}) + "\n")
+    cfg = make_cfg(
+        tmp_path, model_dir, "real", "data.max_length=256", "train.max_steps=8", "train.grad_accum=2",
+        "optim.lr=5e-6", "train.precision=auto", "beta=0.1",
+    )  # fmt: skip
+    run_dpo(cfg)
+    metrics = rows(Path(cfg.train.output_dir))
+    late = metrics[-3:]
+    assert sum(r["rewards/accuracies"] for r in late) / len(late) > 0.5, metrics
+    assert all(r["rewards/margins"] > 0 for r in late) and late[-1]["loss"] < metrics[0]["loss"]
