@@ -403,6 +403,9 @@ def eval_cmd(
             help="map a column as NAME=COLUMN, as data.columns does (repeatable), e.g. --columns prompt=question"
         ),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="generation engine: hf (r1lab's own) or vllm (installed)")
+    ] = "hf",
 ) -> None:
     """Greedy accuracy, pass@k, maj@k, mean length and format errors with 95% intervals; writes
     results.json, results.md, samples.jsonl (and reward_errors.jsonl when a reward call failed)."""
@@ -412,7 +415,7 @@ def eval_cmd(
 
     raw = dict(task=task, data=data, rewards=[{"name": r} for r in reward or []], n=n, k=k or sorted({1, n}),
                limit=limit, split=split, temperature=temperature, max_new_tokens=max_new_tokens,
-               batch_size=batch_size, columns=parse_columns(columns or []))  # fmt: skip
+               batch_size=batch_size, columns=parse_columns(columns or []), engine=engine)  # fmt: skip
     cfg = validate(EvalConfig, raw, "command line")
     folder = out or Path("runs/eval") / f"{Path(model).name}-{task or Path(data or '').stem}"
     results = run_eval(model, cfg, folder)

@@ -397,6 +397,7 @@ class EvalConfig(Strict):
     system_prompt: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # weights while generating
     columns: dict[str, str] = {}  # as data.columns: r1lab name -> column in the data, e.g. {prompt: question}
+    engine: Literal["hf", "vllm"] = "hf"  # generation engine (rollout.engine's choices)
 
     @model_validator(mode="after")
     def _task_or_data(self) -> EvalConfig:

@@ -121,7 +121,9 @@ def generate_and_score(
     from r1lab.rewards.extract import final_answer, normalize
     from r1lab.rollout import SamplingParams, make_engine
 
-    rollout_cfg = RolloutConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    rollout_cfg = RolloutConfig(
+        engine=cfg.engine, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+    )
     engine = make_engine(rollout_cfg, model, tokenizer, seed=0)
     modes = [("greedy", 1, SamplingParams.greedy(cfg.max_new_tokens))]
     if cfg.n > 1:
