@@ -146,36 +146,57 @@ def test_gguf_f16_read_back_by_transformers_gives_the_same_greedy_tokens(tiny_f1
 
 
 def test_gguf_in_llama_cpp_matches_hf_greedy(tiny_f16, tiny_model_dir, tmp_path, use_converter):
-    llama_cpp = pytest.importorskip("llama_cpp")  # pip install 'r1lab[llamacpp]' (compiles llama.cpp)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    hf = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    """f16 in llama.cpp: HF's tokens and greedy tokens for 32 steps; q8_0 and q4_k_m: agreement reported."""
+    pytest.importorskip("llama_cpp")  # pip install 'r1lab[llamacpp]' (compiles llama.cpp)
     files = {"f16": tiny_f16}
     for quant in ("q8_0", "q4_k_m"):
         files[quant] = export_model(str(tiny_model_dir), "gguf", tmp_path / f"tiny.{quant}.gguf", quant)
+    agreement = llama_cpp_agreement(tiny_model_dir, files)
+    assert agreement["f16"] == 1.0
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_in_llama_cpp_matches_hf_greedy(tmp_path, use_converter, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    monkeypatch.delenv("R1LAB_HOME", raising=False)  # use the shared model cache
+    from r1lab.models import pull
+
+    path = pull("smollm2-135m-instruct")
+    files = {
+        q: export_model(str(path), "gguf", tmp_path / f"smol.{q}.gguf", q) for q in ("f16", "q8_0", "q4_k_m")
+    }
+    agreement = llama_cpp_agreement(path, files)
+    assert agreement["f16"] == 1.0
+
+
+def llama_cpp_agreement(model_dir: Path, files: dict[str, Path]) -> dict[str, float]:
+    """Per GGUF file: the fraction of greedy steps that equal HF's before the first difference, over PROMPTS.
+
+    Asserts on the way that llama.cpp has the chat template and tokenizes the templated prompts as HF does."""
+    import llama_cpp
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    expected = {text: _hf_greedy(hf, _chat_ids(tokenizer, text)) for text in PROMPTS}
     agreement = {}
     for quant, file in files.items():
-        llm = llama_cpp.Llama(str(file), n_ctx=256, n_threads=1, verbose=False, logits_all=False)
+        llm = llama_cpp.Llama(str(file), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
         assert llm.metadata["tokenizer.chat_template"] == tokenizer.chat_template
-        same = total = 0
+        same = 0
         for text in PROMPTS:
             rendered = tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
             )
             ids = _chat_ids(tokenizer, text)
-            assert llm.tokenize(rendered.encode(), add_bos=False, special=True) == ids  # same tokenizer
-            expected, got = _hf_greedy(hf, ids), _llama_greedy(llm, ids)
-            if quant == "f16":
-                assert got == expected, text
-            same += next((i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b), STEPS)
-            total += STEPS
-        agreement[quant] = same / total
+            assert llm.tokenize(rendered.encode(), add_bos=False, special=True) == ids  # the same tokenizer
+            got = _llama_greedy(llm, ids)
+            pairs = zip(got, expected[text], strict=True)
+            same += next((i for i, (a, b) in enumerate(pairs) if a != b), STEPS)
+        agreement[quant] = same / (STEPS * len(PROMPTS))
         llm.close()
-    print(
-        f"greedy tokens equal to HF before the first difference ({STEPS} steps x {len(PROMPTS)}): {agreement}"
-    )
-    assert agreement["f16"] == 1.0
+    print(f"{model_dir.name}: greedy steps equal to HF's before the first difference: {agreement}")
+    return agreement
 
 
 def _llama_greedy(llm, ids: list[int], steps: int = STEPS) -> list[int]:
