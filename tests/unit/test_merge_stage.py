@@ -377,3 +377,28 @@ def test_dtype_seed_and_shard_size_change_the_output(models, tmp_path):
     )
     assert len(set(json.loads((out / INDEX).read_text())["weight_map"].values())) == 3
     torch.testing.assert_close(weights(out), state)
+
+
+def test_element_wise_methods_merge_large_tensors_in_row_blocks(models, tmp_path, monkeypatch):
+    import r1lab.stages.merge as stage
+
+    monkeypatch.setattr(stage, "BLOCK_BYTES", 1024)  # 8 rows of a 32-wide tensor per block
+    name = "model.embed_tokens.weight"
+    assert len(stage.row_blocks(tuple(weights(models["a"])[name].shape))) > 10
+    reader = SafetensorsModel(models["a"])
+    assert torch.equal(reader.read(name, (3, 11)), weights(models["a"])[name][3:11])
+    reader.close()
+    out = run_merge(
+        config(
+            merge_method="lines",
+            base_model=str(models["base"]),
+            models=[{"model": str(models["a"])}, {"model": str(models["b"]), "parameters": {"weight": 0.5}}],
+            parameters={"alpha": 0.5},
+            output=str(tmp_path / "blocks"),
+        )
+    )
+    base, a, b, merged = weights(models["base"]), weights(models["a"]), weights(models["b"]), weights(out)
+    for key in base:  # 2 blocks: λ = 0.5 for layer 0 and outside, 1 for layer 1
+        scale = 1.0 if ".layers.1." in key else 0.5
+        expected = base[key] + scale * ((a[key] - base[key]) + 0.5 * (b[key] - base[key]))
+        torch.testing.assert_close(merged[key], expected, rtol=0, atol=1e-6)

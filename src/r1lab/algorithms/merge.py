@@ -73,6 +73,9 @@ class MergeMethod:
     max_models: int | None = None
     uses_weights: bool = True  # slerp and wise_ft take t / alpha instead of per-model weights
     seeded: bool = False  # dare: random masks from MergeInputs.generator
+    elementwise: bool = (
+        True  # each output entry depends only on the same entry of the inputs (row blocks work)
+    )
 
     def __call__(self, inputs: MergeInputs, **params: object) -> Tensor:
         return self.fn(inputs, **{KEYWORDS.get(k, k): v for k, v in params.items()})
@@ -147,7 +150,7 @@ def trim_top_k(delta: Tensor, density: float) -> Tensor:
     return (flat * keep).view_as(delta)
 
 
-@method("ties", needs_base=True)
+@method("ties", needs_base=True, elementwise=False)
 def ties(
     inputs: MergeInputs, *, density: float = 1.0, normalize: bool = True, lambda_: float = 1.0
 ) -> Tensor:
@@ -166,7 +169,7 @@ def ties(
     return inputs.base32() + lambda_ * merged
 
 
-@method("dare", needs_base=True, seeded=True)
+@method("dare", needs_base=True, seeded=True, elementwise=False)
 def dare(inputs: MergeInputs, *, density: float = 0.5) -> Tensor:
     if not 0 < density <= 1:
         raise ValueError(f"dare: density (1 − drop probability) must be in (0, 1], got {density}")
@@ -177,7 +180,7 @@ def dare(inputs: MergeInputs, *, density: float = 0.5) -> Tensor:
     return inputs.base32() + _weighted_sum(kept, inputs.weights)
 
 
-@method("slerp", needs_base=False, min_models=2, max_models=2, uses_weights=False)
+@method("slerp", needs_base=False, min_models=2, max_models=2, uses_weights=False, elementwise=False)
 def slerp(inputs: MergeInputs, *, t: float = 0.5) -> Tensor:
     v0, v1 = (m.float() for m in inputs.models)
     u0 = v0 / n0 if (n0 := v0.norm()) > 1e-8 else v0

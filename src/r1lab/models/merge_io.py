@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -100,17 +101,22 @@ class SafetensorsModel:
             self.tensors.update(read_header(self.folder / name))
         self._handles: dict[Path, BinaryIO] = {}
 
-    def read(self, name: str) -> torch.Tensor:
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The tensor, or only its rows [a, b) along the first dimension (read from disk, nothing else)."""
         info = self.tensors[name]
+        shape, start, end = info.shape, info.start, info.end
+        if rows is not None:
+            row = (end - start) // shape[0]
+            shape, start, end = (rows[1] - rows[0], *shape[1:]), start + rows[0] * row, start + rows[1] * row
         handle = self._handles.get(info.file)
         if handle is None:
             handle = self._handles[info.file] = info.file.open("rb")
-        handle.seek(info.start)
-        buffer = bytearray(info.end - info.start)
+        handle.seek(start)
+        buffer = bytearray(end - start)
         handle.readinto(buffer)
         if not buffer:
-            return torch.empty(info.shape, dtype=info.dtype)
-        return torch.frombuffer(buffer, dtype=info.dtype).view(info.shape)
+            return torch.empty(shape, dtype=info.dtype)
+        return torch.frombuffer(buffer, dtype=info.dtype).view(shape)
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -152,15 +158,17 @@ class StreamingWriter:
         self._file: BinaryIO | None = None
         self._remaining: list[str] = []
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write(self, name: str, tensor: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """Write one tensor, whole or as its consecutive row blocks (computed one at a time by an iterator)."""
         if name != self.order[self._next]:
             raise ValueError(f"tensor {name!r} written out of order (expected {self.order[self._next]!r})")
         if not self._remaining:
             self._open_next_shard()
         self._remaining.pop(0)
-        data = tensor.detach().contiguous().cpu()
-        if data.numel():
-            self._file.write(memoryview(data.view(torch.uint8).flatten().numpy()))
+        for part in [tensor] if isinstance(tensor, torch.Tensor) else tensor:
+            data = part.detach().contiguous().cpu()
+            if data.numel():
+                self._file.write(memoryview(data.view(torch.uint8).flatten().numpy()))
         self._next += 1
         if not self._remaining:
             self._file.close()

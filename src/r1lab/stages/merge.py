@@ -15,6 +15,7 @@ the weights are used as given, and a sum other than 1 is reported as a rescaling
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import zlib
@@ -38,6 +39,8 @@ from r1lab.models.merge_io import (
 
 console = Console(stderr=True)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# element-wise methods merge a large tensor in row blocks of about this many float32 bytes
+BLOCK_BYTES = 16 << 20
 
 
 def run_merge(cfg: MergeConfig) -> Path:
@@ -201,29 +204,57 @@ def merge_tensors(
         elif source is not reference:
             check_same_tensors(reference, source, f"input {specs[role]!r} does not match the others")
     writer_source = sources.get("target", reference)
-    layers = [i for i in map(layer_index, reference.tensors) if i is not None]
-    num_layers = max(layers) + 1 if layers else 1
     plan = [
         (name, DTYPES[cfg.dtype] if cfg.dtype and info.dtype.is_floating_point else info.dtype, info.shape)
         for name, info in writer_source.tensors.items()
     ]
+    layers = [i for i in map(layer_index, reference.tensors) if i is not None]
+    num_layers = max(layers) + 1 if layers else 1
     writer = StreamingWriter(out, plan, cfg.max_shard_mb * 1024 * 1024)
     for name, dtype, _ in track(plan, description=f"{cfg.merge_method}", console=console):
         if not dtype.is_floating_point:  # integer buffers: kept from the base (or the target base)
             writer.write(name, writer_source.read(name))
             continue
-        inputs = MergeInputs(
-            models=[m.read(name) for m in models],
-            weights=weights,
-            base=sources["base"].read(name) if "base" in sources else None,
-            target=sources["target"].read(name) if "target" in sources else None,
-            layer=layer_index(name),
-            num_layers=num_layers,
-            generator=tensor_generator(cfg.seed, name) if method.seeded else None,
+        blocks = row_blocks(reference.tensors[name].shape) if method.elementwise else [None]
+        merged = (
+            merge_rows(cfg, method, params, weights, sources, name, rows, num_layers) for rows in blocks
         )
-        writer.write(name, method(inputs, **params).to(dtype))
-        del inputs
+        writer.write(name, (part.to(dtype) for part in merged))
     writer.finish()
+
+
+def row_blocks(shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
+    """Row ranges of about BLOCK_BYTES (in float32) each; [None] (the whole tensor) for a 0-d or small one."""
+    if not shape or shape[0] <= 1:
+        return [None]
+    row = 4 * max(1, math.prod(shape[1:]))
+    step = max(1, BLOCK_BYTES // row)
+    if step >= shape[0]:
+        return [None]
+    return [(a, min(a + step, shape[0])) for a in range(0, shape[0], step)]
+
+
+def merge_rows(
+    cfg: MergeConfig,
+    method: MergeMethod,
+    params: dict[str, object],
+    weights: list[float],
+    sources: dict[str, SafetensorsModel],
+    name: str,
+    rows: tuple[int, int] | None,
+    num_layers: int,
+) -> torch.Tensor:
+    """One tensor's merge, or the merge of its rows [a, b) for an element-wise method."""
+    inputs = MergeInputs(
+        models=[sources[f"model{i}"].read(name, rows) for i in range(len(cfg.models))],
+        weights=weights,
+        base=sources["base"].read(name, rows) if "base" in sources else None,
+        target=sources["target"].read(name, rows) if "target" in sources else None,
+        layer=layer_index(name),
+        num_layers=num_layers,
+        generator=tensor_generator(cfg.seed, name) if method.seeded else None,
+    )
+    return method(inputs, **params)
 
 
 def tensor_generator(seed: int, name: str) -> torch.Generator:
