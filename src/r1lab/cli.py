@@ -406,6 +406,9 @@ def eval_cmd(
     engine: Annotated[
         str, typer.Option(help="generation engine: hf (r1lab's own) or vllm (installed)")
     ] = "hf",
+    backend: Annotated[
+        str, typer.Option(help="r1lab, or lm_eval: EleutherAI's lm-eval on the same prompts (greedy)")
+    ] = "r1lab",
 ) -> None:
     """Greedy accuracy, pass@k, maj@k, mean length and format errors with 95% intervals; writes
     results.json, results.md, samples.jsonl (and reward_errors.jsonl when a reward call failed)."""
@@ -418,6 +421,11 @@ def eval_cmd(
                batch_size=batch_size, columns=parse_columns(columns or []), engine=engine)  # fmt: skip
     cfg = validate(EvalConfig, raw, "command line")
     folder = out or Path("runs/eval") / f"{Path(model).name}-{task or Path(data or '').stem}"
+    if backend != "r1lab":
+        from r1lab.eval.lm_eval_backend import run_backend
+
+        print(run_backend(backend, model, cfg, folder))
+        return
     results = run_eval(model, cfg, folder)
     print(results_markdown(results))
     console.print(f"[green]done[/green]: {folder}/results.json, results.md, samples.jsonl")
