@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec
+from r1lab.data.jsonl import write_jsonl
 from r1lab.errors import UserError
 
 TASK_NAME = "r1lab_local"
@@ -80,7 +81,7 @@ def run_lm_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -
         docs = Path(tmp) / "test.jsonl"
         rows = [{"index": i, "context": tokenizer.decode(p.prompt_ids, skip_special_tokens=False),
                  "prompt_text": p.prompt_text, "columns": json.dumps(p.columns)} for i, p in enumerate(prompts)]  # fmt: skip
-        docs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_jsonl(docs, rows)
 
         def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
             columns = json.loads(doc["columns"])
@@ -132,5 +133,5 @@ def run_lm_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_out))
+        write_jsonl(out_dir / "samples.jsonl", rows_out)
     return {**results, "samples": rows_out}
