@@ -463,7 +463,31 @@ class MergeConfig(Strict):
     validation: dict[str, Any] | None = None
 
 
-STAGE_KINDS = {"sft": SFTConfig, "rl": RLConfig, "merge": MergeConfig, "dpo": DPOConfig}
+class ExportConfig(Strict):
+    """A recipe step that writes the model it is given (the previous stage's, or `input:`'s) as GGUF for llama.cpp
+    or as a plain HF folder (r1lab.models.export). It trains nothing and is not evaluated; the next stage goes on
+    from the model it was given, not from the exported file."""
+
+    kind: Literal["export"] = "export"
+    to: Literal["gguf", "hf"]
+    quant: Literal["f32", "f16", "q8_0", "q4_k_m"] = "f16"  # GGUF only; r1lab.models.export.QUANTS
+    model: str = ""  # set by the pipeline: the model this step is given
+    output: str = ""  # set by the pipeline: the stage folder
+
+    @model_validator(mode="after")
+    def _quant_is_for_gguf(self) -> ExportConfig:
+        if self.to == "hf" and "quant" in self.model_fields_set:
+            raise ValueError("`quant` applies to `to: gguf` only; an HF folder keeps the model's own dtype")
+        return self
+
+
+STAGE_KINDS = {
+    "sft": SFTConfig,
+    "rl": RLConfig,
+    "merge": MergeConfig,
+    "dpo": DPOConfig,
+    "export": ExportConfig,
+}
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -107,6 +107,10 @@ def resolve_stages(
     return stages
 
 
+# Stage kinds that train nothing: no model section or train section; their output is the stage folder.
+UNTRAINED_KINDS = ("merge", "export")
+
+
 def stage_config(
     recipe: RecipeConfig, entry: dict[str, Any], output_dir: Path, files: dict[str, Path], where: str
 ) -> SFTConfig | RLConfig:
@@ -114,8 +118,8 @@ def stage_config(
     in, training into `output_dir`."""
     entry = dict(entry)
     kind = entry.get("kind")
-    if kind == "merge":  # no model or training: its inputs are named in it, its output is the stage folder
-        return _merge_config(entry, output_dir, where)
+    if kind in UNTRAINED_KINDS:
+        return _untrained_config(kind, entry, output_dir, where)
     entry["model"] = deep_merge(recipe.model.model_dump(), entry.get("model", {}))
     entry["train"] = {**entry.get("train", {}), "output_dir": str(output_dir)}
     if recipe.task is not None:
@@ -123,12 +127,20 @@ def stage_config(
     return validate(STAGE_KINDS[kind], entry, where)
 
 
-def _merge_config(entry: dict[str, Any], output_dir: Path, where: str) -> Any:
+def _untrained_config(kind: str, entry: dict[str, Any], output_dir: Path, where: str) -> Any:
     if "output" in entry:
         raise UserError(
-            "a merge stage writes into its own stage folder", where=f"{where}: output", fix="remove `output`"
+            f"a {kind} stage writes into its own stage folder",
+            where=f"{where}: output",
+            fix="remove `output`",
         )
-    return validate(STAGE_KINDS["merge"], {**entry, "output": str(output_dir)}, where)
+    if kind == "export" and "model" in entry:
+        raise UserError(
+            "an export stage writes the model it is given",
+            where=f"{where}: model",
+            fix="remove `model`; use `input: STAGE` to export another stage's model",
+        )
+    return validate(STAGE_KINDS[kind], {**entry, "output": str(output_dir)}, where)
 
 
 def wire_merge_inputs(config: Any, outputs: dict[str, str]) -> Any:
@@ -186,7 +198,9 @@ class PipelineState:
 
     def finished_model(self, stage: str) -> str | None:
         entry = self.data["stages"].get(stage)
-        if entry and entry.get("status") == "complete" and Path(entry["model"]).is_dir():
+        if not entry or entry.get("status") != "complete":
+            return None
+        if Path(entry["exported"]).exists() if "exported" in entry else Path(entry["model"]).is_dir():
             return entry["model"]
         return None
 
@@ -229,7 +243,8 @@ def execute(recipe: RecipeConfig, source: str | Path, from_stage: str | None = N
                 stage = Stage(stage.name, wire_merge_inputs(stage.config, outputs), stage.input)
             model_path = _run_stage(stage, model_path, state)
         outputs[stage.name] = model_path
-        _evaluate(stage.name, model_path, evaluation, state, root)
+        if stage.config.kind != "export":  # an export is the model it was given, already evaluated
+            _evaluate(stage.name, model_path, evaluation, state, root)
     return root
 
 
@@ -249,14 +264,12 @@ def _run_stage(stage: Stage, model_path: str, state: PipelineState) -> str:
     state.data["stages"][stage.name] = {"status": "running", "input": model_path}
     state.save()
     out, seconds = train_stage(stage.name, stage.config, model_path)
-    state.data["stages"][stage.name] = {
-        "status": "complete",
-        "input": model_path,
-        "model": str(out),
-        "seconds": seconds,
-    }
+    entry = {"status": "complete", "input": model_path, "model": str(out), "seconds": seconds}
+    if stage.config.kind == "export":  # the next stage goes on from the model it was given, not from the file
+        entry.update(model=model_path, exported=str(out))
+    state.data["stages"][stage.name] = entry
     state.save()
-    return str(out)
+    return entry["model"]
 
 
 # kind -> "module:function" that trains a stage of that kind from its validated config and returns its model path.
@@ -266,6 +279,7 @@ STAGE_RUNNERS: dict[str, str] = {
     "rl": "r1lab.stages.rl:run_rl",
     "dpo": "r1lab.stages.dpo:run_dpo",
     "merge": "r1lab.stages.merge:run_merge",
+    "export": "r1lab.stages.export:run_export",
 }
 
 
@@ -279,9 +293,11 @@ def train_stage(name: str, config: SFTConfig | RLConfig, model_path: str) -> tup
     cfg = config.model_copy(deep=True)
     if cfg.kind == "merge":  # its inputs are in its config; an interrupted merge starts again
         cfg.overwrite = True
+    elif not _model_exists(model_path):
+        raise UserError(f"stage {name!r}: its input model {model_path!r} does not exist")
+    elif cfg.kind == "export":
+        cfg.model = model_path
     else:
-        if not _model_exists(model_path):
-            raise UserError(f"stage {name!r}: its input model {model_path!r} does not exist")
         cfg.model.path = model_path
         cfg.train.resume = "auto"  # an interrupted stage continues from its newest checkpoint
     console.rule(f"stage {name} ({cfg.kind}) from {model_path}")

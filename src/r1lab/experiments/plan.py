@@ -82,6 +82,12 @@ def build_plan(
                     raw["train"] = {**raw.get("train", {}), "seed": seed}
                 where = f"{source}: stage {name!r} of arm {arm.label!r}"
                 cfg = stage_config(recipe, raw, root, files, where)
+                if not hasattr(cfg, "train"):  # merge, export: their inputs are not one parent stage's model
+                    raise UserError(
+                        f"stage {name!r} is a {cfg.kind} stage; an experiment's arms chain training stages",
+                        where=where,
+                        fix=f"run {cfg.kind} stages in a recipe without `experiment:`",
+                    )
                 key = digest({"input": identity, "config": fingerprint(cfg.model_dump(mode="json"))})
                 if key not in nodes:
                     cfg.train.output_dir = str(_folder(root / "stages", name, key))
