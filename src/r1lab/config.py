@@ -179,6 +179,10 @@ class SFTConfig(TrainingStage):
 
 
 class RolloutConfig(Strict):
+    # `async` is a Python keyword: the field is async_, read and written as `async` in YAML
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, validate_by_name=True, serialize_by_alias=True
+    )
     engine: Literal["hf", "vllm"] = "hf"
     n: int = Field(8, ge=2)  # completions per prompt (the group size G)
     temperature: float = Field(1.0, ge=0)
@@ -189,6 +193,9 @@ class RolloutConfig(Strict):
     stop: list[str] = []  # stop strings, besides the tokenizer's EOS
     batch_size: int | None = Field(None, gt=0)  # prompts per generate call; None: all at once
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # vllm only
+    # RL only: generate the next batch (with the weights one update old) while the current update runs;
+    # staleness 1, pi_old recomputed by the trainer (r1lab.stages.rl_async)
+    async_: bool = Field(False, alias="async")
 
 
 class RewardSpec(Strict):
@@ -297,6 +304,18 @@ class RLConfig(TrainingStage):
                 f"{rollout.engine!r}: remove it, or set rollout.engine: vllm"
             )
         return rollout
+
+    @model_validator(mode="after")
+    def _async_overlaps(self) -> RLConfig:
+        # a checkpoint step generates its next batch after the update (rl_async): with one every step there
+        # would be nothing left to overlap
+        if self.rollout.async_ and self.train.save_every == 1:
+            raise ValueError(
+                "rollout.async is on but train.save_every is 1: every checkpoint step generates the next batch "
+                "after its update (so a resumed run matches an uninterrupted one), which leaves nothing to run "
+                "asynchronously; raise train.save_every or set rollout.async: false"
+            )
+        return self
 
     @field_validator("train")
     @classmethod

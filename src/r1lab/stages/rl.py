@@ -16,6 +16,8 @@ Choices worth knowing:
   (on the policy's device), or for LoRA the same model with its adapters disabled. beta == 0 loads none.
 - After each step's updates the engine is sent the weights (`engine.update_weights`; the HF engine shares
   them, so only an engine with its own copy does any work).
+- `rollout.async`: the next batch is generated in a background thread while the update runs, with weights
+  one update old, and pi_old is recomputed by the trainer (`rl_async.py` has the design).
 - Prompts longer than data.max_length are dropped and counted (never cut). With data.eval_path or
   data.eval_fraction the held-out prompts are evaluated (greedy, the run's rewards) every train.eval_every
   steps and after the last one, logged as `eval/*` in metrics.jsonl.
@@ -41,6 +43,7 @@ import torch
 from r1lab.config import RLConfig, dump_config
 from r1lab.errors import UserError
 from r1lab.rollout.types import Rollouts
+from r1lab.stages.rl_async import AsyncRollouts, recompute_pi_old
 from r1lab.stages.rl_batch import (
     Scored,
     advantages_for,
@@ -117,6 +120,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         }
         meta = restore(resume_from, accelerator, model, optimizer, scheduler, must_match)
         step, position, skipped = meta["step"], meta["prompt_position"], meta.get("skipped_steps", 0)
+        engine.update_weights(policy)  # an engine with its own copy (vLLM) was made before the restore
     if main:
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty run folder
         dump_config(cfg, out / "config.yaml")
@@ -129,6 +133,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         )
         temp = cfg.rollout.temperature
     order = EpochOrder(len(prompts), 1, cfg.train.seed, shuffle=cfg.data.shuffle).at  # position -> prompt
+    producer = AsyncRollouts(cfg, engine, policy, tokenizer, runner) if cfg.rollout.async_ else None
     tracker = Tracker(
         out,
         enabled=main,
@@ -157,21 +162,32 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 model.train()
                 started = time.perf_counter()
                 # ---- roll out and score (dynamic sampling: drop flat groups, refill from the next prompts)
-                batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
+                if producer is None:
+                    batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
+                else:  # async: take the batch generated during the last update, start the next one
+                    batch, seen, staleness = _async_batch(
+                        cfg, producer, policy, prompts, order, position, step, total_steps
+                    )
                 position += len(seen) * cfg.prompts_per_step
                 advantages = advantages_for(batch, cfg.algorithm.advantage, cfg.algorithm.mask_truncated)
 
                 # ---- update (mu optimizer steps on the same rollouts)
                 t_train = time.perf_counter()
                 plan = plan_update(batch.rollouts, advantages, cfg)
-                # an engine with its own weights (vLLM): its log-probs vs the trainer's, before the update
-                mismatch = (
-                    {} if engine.name == "hf" else rollout_mismatch(policy, plan, accelerator.device, temp)
-                )
+                if producer is not None:  # pi_old: the trainer's log-probs at the current weights
+                    plan, mismatch = recompute_pi_old(policy, plan, accelerator.device, temp)
+                    mismatch["async/staleness"] = staleness
+                else:  # an engine with its own weights (vLLM): its log-probs vs the trainer's, before the update
+                    mismatch = (
+                        {}
+                        if engine.name == "hf"
+                        else rollout_mismatch(policy, plan, accelerator.device, temp)
+                    )
                 sums, grad_norm, lr, bad = optimizer_updates(
                     model, plan, cfg, accelerator, optimizer, scheduler, reference
                 )
-                engine.update_weights(policy)  # an engine with its own copy of the weights (vLLM) needs them
+                if producer is None:  # async: the sampler gets them at the top of the next step
+                    engine.update_weights(policy)  # an engine with its own copy of the weights (vLLM)
                 t_done = time.perf_counter()
                 step += 1
                 bad_in_row = bad_in_row + 1 if bad else 0
@@ -214,6 +230,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                         write_state(out, "running", step=step, total_steps=total_steps)
                 every = cfg.train.eval_every  # (the config refuses it without held-out prompts)
                 if prompts.eval is not None and every and step % every == 0 and step < total_steps:
+                    if producer is not None:
+                        producer.wait()  # the reward runner serves one caller at a time
                     tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
                 stop.check(accelerator)
     except BaseException as stopped:
@@ -223,6 +241,9 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         if main and not isinstance(stopped, DiskFull):  # a full disk has marked state.json failed
             write_state(out, "interrupted", step=step, total_steps=total_steps)
         raise
+    finally:
+        if producer is not None:
+            producer.close()  # no thread left running, whatever ended the loop
     if prompts.eval is not None:  # and always after the last step
         tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
     tracker.close()
@@ -236,19 +257,30 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
 
 
 def sample_batch(
-    cfg: RLConfig, engine: Any, runner: Any, prompts: list[Any], order: Callable[[int], int], position: int
+    cfg: RLConfig,
+    engine: Any,
+    runner: Any,
+    prompts: list[Any],
+    order: Callable[[int], int],
+    position: int,
+    first: Scored | None = None,
 ) -> tuple[Scored, list[Scored]]:
     """Roll out and score the next prompts_per_step prompts; returns the batch to train on and every scored
     round (for logging). With dynamic sampling, groups whose rewards are all equal are dropped and the next
     prompts are drawn until prompts_per_step groups are kept or max_refills rounds are spent; if no group at
-    all survives, the last round is trained as it is (its advantages are 0: only a KL term moves the model)."""
+    all survives, the last round is trained as it is (its advantages are 0: only a KL term moves the model).
+    `first`: the first round, already generated (async)."""
     rounds = 1 + (cfg.algorithm.max_refills if cfg.algorithm.dynamic_sampling else 0)
     seen: list[Scored] = []
     kept: Scored | None = None
-    for _ in range(rounds):
+    for r in range(rounds):
         positions = list(range(position, position + cfg.prompts_per_step))
         position += cfg.prompts_per_step
-        scored = rollout_and_score(engine, runner, [prompts[order(p)] for p in positions], positions, cfg)
+        scored = (
+            first
+            if r == 0 and first is not None
+            else rollout_and_score(engine, runner, [prompts[order(p)] for p in positions], positions, cfg)
+        )
         seen.append(scored)
         if not cfg.algorithm.dynamic_sampling:
             return scored, seen
@@ -263,6 +295,35 @@ def sample_batch(
         return seen[-1], seen
     groups = list(dict.fromkeys(kept.rollouts.prompt_index))[: cfg.prompts_per_step]
     return select_rows(kept, [i for i, g in enumerate(kept.rollouts.prompt_index) if g in set(groups)]), seen
+
+
+def _async_batch(
+    cfg: RLConfig,
+    producer: AsyncRollouts,
+    policy: torch.nn.Module,
+    prompts: list[Any],
+    order: Callable[[int], int],
+    position: int,
+    step: int,
+    total_steps: int,
+) -> tuple[Scored, list[Scored], int]:
+    """Step `step + 1` of an async run: its batch (refilled by the same sampler), the sampler then given the
+    current weights and the next batch submitted, unless this step checkpoints or is the last. Returns the
+    batch, its rounds and its staleness (updates between the weights it was sampled with and the current)."""
+
+    def share(first: int) -> tuple[list[Any], list[int]]:
+        positions = list(range(first, first + cfg.prompts_per_step))
+        return [prompts[order(p)] for p in positions], positions
+
+    if not producer.in_flight:  # generated now: from the current weights
+        producer.sync(policy, step)
+    first, version = producer.take(*share(position))
+    batch, seen = sample_batch(cfg, producer.engine, producer.runner, prompts, order, position, first=first)
+    producer.sync(policy, step)
+    save = cfg.train.save_every
+    if step + 1 < total_steps and not (save and (step + 1) % save == 0):
+        producer.submit(*share(position + len(seen) * cfg.prompts_per_step))
+    return batch, seen, step - version
 
 
 class Reference:

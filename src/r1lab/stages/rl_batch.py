@@ -73,6 +73,14 @@ def rollout_and_score(
 ) -> Scored:
     """Generate G completions for this rank's share of `prompts` (global positions `positions`), score them,
     and gather everything from all ranks. Timings are the slowest rank's."""
+    return gather_round(local_round(engine, runner, prompts, positions, cfg))
+
+
+def local_round(
+    engine: Any, runner: Any, prompts: list[Any], positions: list[int], cfg: RLConfig
+) -> tuple[Any, tuple[float, float]]:
+    """This rank's part of `rollout_and_score`, without any collective (so a background thread may run it):
+    its rows and their scores, and its (generation, reward) seconds. `gather_round` makes the Scored."""
     rank, size = world()
     share = split_even(len(prompts), size)[rank]
     chunk = cfg.rollout.batch_size or max(len(share), 1)
@@ -98,8 +106,12 @@ def rollout_and_score(
         texts = [r.prompt_text for r in rows]
         batch = runner.score(local.texts, texts, columns)
         payload = (local, batch.total.float(), batch.per_function, batch.failures, batch.errors, texts)
-    times = (generated - started, time.perf_counter() - generated)
-    gathered = gather_objects((payload, times))
+    return payload, (generated - started, time.perf_counter() - generated)
+
+
+def gather_round(local: tuple[Any, tuple[float, float]]) -> Scored:
+    """Every rank's `local_round`, gathered into the round's Scored (the same on every rank)."""
+    gathered = gather_objects(local)
     done = [g[0] for g in gathered if g[0] is not None]
     per_function: dict[str, list[float | None]] = {}
     failures: dict[str, int] = {}
