@@ -248,11 +248,26 @@ def data_pairs(
     batch_size: Annotated[int, typer.Option(help="prompts per generate call")] = 16,
     seed: int = 0,
     pairs_per_prompt: Annotated[int, typer.Option(help="most (correct, incorrect) pairs per prompt")] = 1,
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
+    per_step: Annotated[
+        bool, typer.Option(help="cut each rejected sample after the step where its success rate collapses")
+    ] = False,
+    mc: Annotated[int, typer.Option("--mc", help="--per-step: continuations per step prefix (M)")] = 8,
+    step_sep: Annotated[str, typer.Option(help="--per-step: the text ending a step (\\n, \\t read)")] = "\\n",
+    collapse_drop: Annotated[
+        float, typer.Option(help="--per-step: a fall in success rate this large collapses (>1: only to 0)")
+    ] = 0.5,
 ) -> None:
-    """Sample N completions per prompt, score them with the reward, write (correct, incorrect) pairs."""
+    """Sample N completions per prompt, score them with the reward, write (correct, incorrect) pairs; with
+    --per-step the incorrect side is cut at the step where M continuations from it stop succeeding."""
     from r1lab.stages.dpo_pairs import PairSampling, make_pairs
+    from r1lab.stages.dpo_steps import StepOptions
 
-    sampling = PairSampling(n, temperature, 1.0, max_new_tokens, batch_size, seed, pairs_per_prompt)
+    sep = step_sep.replace("\\n", "\n").replace("\\t", "\t")
+    steps = StepOptions(mc, sep, collapse_drop) if per_step else None
+    sampling = PairSampling(
+        n, temperature, 1.0, max_new_tokens, batch_size, seed, pairs_per_prompt, engine, steps
+    )
     counts = make_pairs(
         model, out, data=data, task=task, rewards=reward, limit=limit, split=split, sampling=sampling
     )
@@ -321,6 +336,7 @@ def data_distill(
     temperature: float = 0.7,
     max_new_tokens: int = 256,
     batch_size: int = 8,
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
 ) -> None:
     """Self-sampled SFT data: k samples per prompt, keep the verified-correct ones (deduplicated, at most m per
     prompt) with their provenance; stops with an error when nothing verifies."""
@@ -328,7 +344,7 @@ def data_distill(
 
     opts = DistillOptions(model=model, out=out, task=task, data=data, rewards=reward or [], n=n, split=split,
                           seed=seed, k=k, m=m, temperature=temperature, max_new_tokens=max_new_tokens,
-                          batch_size=batch_size)  # fmt: skip
+                          batch_size=batch_size, engine=engine)  # fmt: skip
     counts = distill(opts)
     kept = f"{counts['kept']} records ({counts['prompts_kept']} prompts)"
     console.print(f"[green]wrote[/green] {kept} to {out}")

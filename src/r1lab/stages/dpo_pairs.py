@@ -5,6 +5,9 @@ Correctness is the accuracy reward's verdict (as in eval and RL). A prompt with 
 sample gives no pair and is counted. Each written row holds the prompt messages, both completions, their
 rewards, the prompt's other columns (gold answer...) and the sampling settings, so the file is both DPO
 training data (`data.format: preference`) and a record of how it was made.
+
+`sampling.per_step` (`--per-step`): each rejected side is cut after the step where its Monte-Carlo success
+rate collapses (stages/dpo_steps.py). `sampling.engine`: the generation engine (hf | vllm), as in eval.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from r1lab.config import DataConfig, ModelConfig, RewardSpec, RolloutConfig
 from r1lab.data import build_prompt_dataset, read_prompt_data, write_jsonl
 from r1lab.errors import UserError
+from r1lab.stages.dpo_steps import StepOptions, check_step_options, cut_pairs
 from r1lab.training.tracking import console
 
 
@@ -29,6 +33,8 @@ class PairSampling:
     batch_size: int = 16  # prompts per generate call
     seed: int = 0
     pairs_per_prompt: int = 1  # up to this many (correct, incorrect) pairs per prompt, no completion reused
+    engine: str = "hf"  # the generation engine: hf | vllm
+    per_step: StepOptions | None = None  # cut each rejected sample at its collapse step (stages/dpo_steps.py)
 
 
 def make_pairs(
@@ -60,6 +66,11 @@ def make_pairs(
         raise UserError("--data needs a reward to score the samples", fix="add --reward math (or another)")
     if sampling.n < 2:
         raise UserError("--n must be at least 2 to find both a correct and an incorrect sample", where="--n")
+    check_step_options(sampling.per_step)
+    if sampling.engine not in ("hf", "vllm"):
+        raise UserError(
+            f"unknown engine {sampling.engine!r}", where="r1lab data pairs --engine", fix="hf or vllm"
+        )
     model, tokenizer = load_model(ModelConfig(path=model_path), trainable=False)
     with tempfile.TemporaryDirectory() as tmp:
         if found is not None:
@@ -73,7 +84,8 @@ def make_pairs(
         read = read_prompt_data(cfg)
         prompts = build_prompt_dataset(cfg, tokenizer, read=read)  # none dropped: max_length is unbounded
     settings = {"model": model_path, **asdict(sampling)}
-    engine = make_engine(RolloutConfig(batch_size=sampling.batch_size), model, tokenizer, seed=sampling.seed)
+    rollout = RolloutConfig(engine=sampling.engine, batch_size=sampling.batch_size)  # type: ignore[arg-type]
+    engine = make_engine(rollout, model, tokenizer, seed=sampling.seed)
     params = SamplingParams(
         temperature=sampling.temperature, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens
     )
@@ -107,6 +119,11 @@ def make_pairs(
                     )
             counts["pairs"] = len(rows)
             console.print(f"pairs: {first + len(chunk)}/{len(prompts)} prompts, {len(rows)} pairs")
+    if sampling.per_step is not None:
+        step_counts = cut_pairs(
+            engine, tokenizer, specs, rows, read.prompts, list(prompts), sampling.per_step, params
+        )
+        counts.update(step_counts)
     write_jsonl(out, rows)
     return counts
 
