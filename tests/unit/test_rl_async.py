@@ -176,7 +176,7 @@ def test_an_interrupted_async_run_leaves_no_thread(tmp_path, tiny_model_dir, mon
 
 
 def test_async_with_a_checkpoint_every_step_is_refused(tmp_path, tiny_model_dir):
-    with pytest.raises(UserError, match="rollout.async.*save_every"):
+    with pytest.raises(UserError, match=r"rollout\.async.*save_every"):
         rl_config(tmp_path, tiny_model_dir, {"rollout": {"async": True}, "train": {"save_every": 1}})
 
 
