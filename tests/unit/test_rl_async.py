@@ -43,10 +43,12 @@ def _fingerprint(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 
-def test_each_batch_is_sampled_by_the_weights_one_update_old(tmp_path, tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("lora", [False, True])
+def test_each_batch_is_sampled_by_the_weights_one_update_old(tmp_path, tiny_model_dir, monkeypatch, lora):
     """Fingerprints of the weights each generate call ran with vs the trainer's before each update: batch k
     (k > 1) comes from the weights after k - 2 updates, except the batch after the step-3 checkpoint, which
-    is generated after that update (staleness 0); the logged staleness says the same."""
+    is generated after that update (staleness 0); the logged staleness says the same. With LoRA the
+    fingerprint covers the adapters, the only weights that move (and the only ones synced)."""
     generated, trained = [], []
     generate = HFEngine.generate
 
@@ -70,7 +72,8 @@ def test_each_batch_is_sampled_by_the_weights_one_update_old(tmp_path, tiny_mode
             "rollout": {"async": True},
             "optim": {"lr": 1e-2},
             "train": {"max_steps": 5, "save_every": 3},
-        },
+        }
+        | ({"model": {"lora": {"r": 2, "alpha": 4, "init": "gaussian"}}} if lora else {}),
     )
     run_rl(cfg)
     assert len(set(trained)) == 5  # every update changed the weights: the fingerprints tell versions apart

@@ -6,8 +6,9 @@ Design (as in the one-step-off pipelines of verl, SkyRL and NeMo-RL; staleness b
   rank's generation and scoring, no collective), so it never talks to the process group while the trainer's
   DDP all-reduces run; the main thread gathers its result (`gather_round`) when it takes it.
 - The sampler has its own weights. With the HF engine it is a copy of the policy (eval mode, no gradients;
-  one more copy of the weights in memory) that `sync` loads with the trainer's weights; a vLLM engine holds
-  its own copy already and gets `update_weights`. The sampler is never written while it generates.
+  one more copy of the weights in memory) whose trained parameters `sync` copies from the trainer (for LoRA
+  the adapters only); a vLLM engine holds its own copy already and gets `update_weights`. The sampler is
+  never written while it generates. (FSDP2 refuses async: r1lab.training.fsdp.)
 - At the top of step k the loop takes batch k (submitted at the top of step k-1, generated from the weights
   after k-2 updates), runs any dynamic-sampling refills of it synchronously with the same sampler (same weight
   version), pushes the current weights (k-1 updates) to the sampler, submits batch k+1 and then updates on
@@ -76,9 +77,11 @@ class AsyncRollouts:
         assert self._pending is None or self._pending.future.done(), "sync while the sampler generates"
         if version == self.version:
             return
-        if self.model is not None:
+        if self.model is not None:  # the trained parameters only: the others (a LoRA base) never change
             with torch.no_grad():
-                self.model.load_state_dict(policy.state_dict())
+                for mine, theirs in zip(self.model.parameters(), policy.parameters(), strict=True):
+                    if theirs.requires_grad:
+                        mine.copy_(theirs)
         else:
             self.engine.update_weights(policy)
         self.version = version
