@@ -343,6 +343,29 @@ class RLConfig(TrainingStage):
         return data
 
 
+class PairsConfig(Strict):
+    """On-policy pairs (r1lab.stages.dpo_onpolicy): before training, a DPO stage samples its pairs from its own
+    input model on data.path's prompts (prompts from `offset` on, in file order) and trains on them."""
+
+    n: int = Field(4, gt=0)  # completions sampled per prompt
+    temperature: float = Field(1.0, ge=0)
+    max_new_tokens: int = Field(256, gt=0)
+    batch_size: int = Field(16, gt=0)  # prompts per generate call
+    # verified: a verified-correct sample against an incorrect one; solution: the prompt's written solution
+    # (its `completion` column) against an incorrect sample (for a model that solves nothing yet)
+    chosen: Literal["verified", "solution"] = "verified"
+    offset: int = Field(0, ge=0)  # skip the first N prompts (e.g. the ones an SFT stage trained on)
+    limit: int | None = Field(None, gt=0)  # stop at N pairs; None: every prompt from `offset` on
+    pairs_per_prompt: int = Field(1, gt=0)
+    rewards: list[str] = []  # rewards that score the samples; a task recipe fills in the task's own
+
+    @model_validator(mode="after")
+    def _two_samples_to_pair(self) -> PairsConfig:
+        if self.chosen == "verified" and self.n < 2:
+            raise ValueError("pairs.n must be at least 2 to find a correct and an incorrect sample")
+        return self
+
+
 class DPOConfig(TrainingStage):
     """Preference optimisation (DPO family) on chosen/rejected pairs; see r1lab.algorithms.preference_losses."""
 
@@ -359,6 +382,15 @@ class DPOConfig(TrainingStage):
     # where the reference log-probs come from: one pass before training, cached in the run folder, or (LoRA
     # only) the same model with its adapter disabled, on line
     reference: Literal["precompute", "adapter_disabled"] = "precompute"
+    pairs: PairsConfig | None = None  # sample the pairs from the input model first; data.path holds prompts
+
+    @model_validator(mode="after")
+    def _pairs_need_rewards(self) -> DPOConfig:
+        if self.pairs is not None and not self.pairs.rewards:
+            raise ValueError("pairs.rewards: name the reward that scores the samples, e.g. [countdown]")
+        if self.pairs is not None and self.data.limit is not None:
+            raise ValueError("with pairs, data.limit is not read: set pairs.limit (pairs) or pairs.offset")
+        return self
 
     @field_validator("data")
     @classmethod

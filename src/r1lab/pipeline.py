@@ -161,6 +161,8 @@ def _task_defaults(entry: dict[str, Any], kind: str, recipe: RecipeConfig, files
     if kind == "rl":
         data["format"] = "prompt"
         entry.setdefault("rewards", [{"name": task.reward}])
+    if kind == "dpo" and isinstance(entry.get("pairs"), dict):  # on-policy pairs on the task's train prompts
+        entry["pairs"] = {"rewards": [task.reward], **entry["pairs"]}
     entry["data"] = {**data, **entry.get("data", {})}
     return entry
 

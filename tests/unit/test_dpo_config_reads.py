@@ -27,6 +27,8 @@ def test_every_dpo_key_is_read(tmp_path, tiny_model_dir, reads):  # noqa: F811
     ]
     rows.append({"question": "What is 1 + 1?", "good": "2. " * 60, "bad": "no"})  # overlong
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parity = "def even(completion, **_):\n    return float(len(completion) % 2 == 0)\n"
+    (tmp_path / "parity.py").write_text(parity)
     columns = {"prompt": "question", "chosen": "good", "rejected": "bad"}
     base = {
         "model": {"path": str(tiny_model_dir)},
@@ -51,6 +53,11 @@ def test_every_dpo_key_is_read(tmp_path, tiny_model_dir, reads):  # noqa: F811
             "loss": "simpo",
             "simpo_gamma": 0.3,
             "train": {"output_dir": str(tmp_path / "c"), "max_steps": 1, "batch_size": 2},
+        },
+        {  # on-policy pairs sampled from the model on the same file's prompts (r1lab.stages.dpo_onpolicy)
+            "pairs": {"n": 4, "temperature": 1.0, "max_new_tokens": 6, "batch_size": 4, "chosen": "verified",
+                      "offset": 1, "limit": 2, "pairs_per_prompt": 1, "rewards": [f"{tmp_path}/parity.py:even"]},
+            "train": {"output_dir": str(tmp_path / "d"), "max_steps": 1, "batch_size": 1},
         },
     ]  # fmt: skip
     configs = [validate(DPOConfig, deep_merge(base, v)) for v in variants]

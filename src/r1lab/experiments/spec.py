@@ -12,6 +12,15 @@
           overrides: {rl.algorithm.beta: 0.04}      # dotted keys: <stage>.<key in that stage's config>
           sweep: {key: sft.optim.lr, values: [1.0e-4, 3.0e-4]}   # one arm per value
 
+A fixed annotation budget split between SFT examples and preference pairs (r1lab.experiments.budget):
+
+    experiment:
+      budget: {items: 1000, pair_cost: 1.0, sft: sft, preference: dpo}
+      arms:
+        - {label: SFT-only, stages: [sft], sft_share: 1}
+        - {label: DPO-only, stages: [dpo], sft_share: 0}          # from the base model
+        - {label: SFT→DPO, stages: [sft, dpo], sweep: {key: sft_share, values: [0.1, 0.5]}}
+
 Every mistake is a UserError raised here, before anything trains.
 """
 
@@ -33,12 +42,24 @@ class SweepSpec(Strict):
     values: list[Any] = Field(min_length=1)
 
 
+class BudgetSpec(Strict):
+    """B annotated items: an SFT example costs 1, a preference pair `pair_cost`. An arm's sft_share s gives the
+    `sft` stage data.limit = round(s*B) written solutions, and the `preference` stage (a DPO stage with `pairs:`)
+    pairs.offset = that many (its problems are the next ones) and pairs.limit = floor((1-s)*B / pair_cost)."""
+
+    items: int = Field(gt=0)
+    pair_cost: float = Field(1.0, gt=0)
+    sft: str
+    preference: str
+
+
 class ArmSpec(Strict):
     label: str = Field(min_length=1)
     stages: list[str] | None = None  # the path from the base model; [] is the base model itself
     stage: str | None = None  # or: the arm's last stage, its path found by following `input:`
     overrides: dict[str, Any] = Field(default_factory=dict)  # <stage>.<key>: value, for this arm only
-    sweep: SweepSpec | None = None
+    sweep: SweepSpec | None = None  # key `sft_share` sweeps the budget split
+    sft_share: float | None = None  # the share of experiment.budget spent on SFT examples (0..1)
 
     @model_validator(mode="after")
     def _one_path(self) -> ArmSpec:
@@ -53,6 +74,7 @@ class ExperimentConfig(Strict):
     arms: list[ArmSpec] = Field(min_length=1)
     baseline: str | None = None  # an arm's label; default: the first arm
     seeds: list[int] | None = None  # None: each stage keeps its own train.seed
+    budget: BudgetSpec | None = None  # the arms' sft_share splits these annotated items
 
 
 @dataclass
@@ -63,6 +85,7 @@ class Arm:
     path: list[str]
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> {dotted key: value}
     sweep: tuple[str, Any] | None = None  # (dotted key, value) when the arm came from a sweep
+    sft_share: float | None = None  # its share of experiment.budget (the changes hold what it gives)
 
 
 @dataclass
@@ -79,6 +102,10 @@ def parse_experiment(recipe: RecipeConfig, raw: dict[str, Any] | None, source: A
     cfg = validate(ExperimentConfig, raw, source)
     entries = {e.get("name"): e for e in recipe.stages}
     arms = [arm for spec in cfg.arms for arm in _expand(spec, entries, where)]
+    if cfg.budget is not None or any(arm.sft_share is not None for arm in arms):
+        from r1lab.experiments.budget import apply_budget
+
+        arms = apply_budget(arms, cfg.budget, entries, recipe, where)
     seen: set[str] = set()
     for arm in arms:
         if arm.label in seen:
@@ -135,7 +162,16 @@ def _expand(spec: ArmSpec, entries: dict[str, dict], where: str) -> list[Arm]:
         stage, rest = _check_key(key, path, entries, f"{at}.overrides")
         changes.setdefault(stage, {})[rest] = value
     if spec.sweep is None:
-        return [Arm(spec.label, path, changes)]
+        return [Arm(spec.label, path, changes, sft_share=spec.sft_share)]
+    if spec.sweep.key == "sft_share":
+        if spec.sft_share is not None:
+            raise UserError(
+                f"arm {spec.label!r} sets sft_share and sweeps it", where=at, fix="remove one of them"
+            )
+        return [
+            Arm(f"{spec.label} sft_share={value}", path, changes, ("sft_share", value), sft_share=value)
+            for value in spec.sweep.values
+        ]
     stage, rest = _check_key(spec.sweep.key, path, entries, f"{at}.sweep.key")
     leaf = rest.rsplit(".", 1)[-1]
     return [
@@ -144,6 +180,7 @@ def _expand(spec: ArmSpec, entries: dict[str, dict], where: str) -> list[Arm]:
             path,
             {**changes, stage: {**changes.get(stage, {}), rest: value}},
             (spec.sweep.key, value),
+            sft_share=spec.sft_share,
         )
         for value in spec.sweep.values
     ]

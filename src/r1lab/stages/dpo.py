@@ -35,6 +35,7 @@ from r1lab.stages.dpo_forward import (
     reference_logps,
     save_reference,
 )
+from r1lab.stages.dpo_onpolicy import onpolicy_data
 from r1lab.stages.sft import _clip
 from r1lab.training.accel import build_accelerator, seed_everything
 from r1lab.training.backends import require_backends
@@ -65,9 +66,10 @@ def run_dpo(cfg: DPOConfig) -> Path:
     seed_everything(train.seed)
 
     resume_from = resume_point(train, out)
-    read = read_preference_data(cfg.data)  # a data mistake shows before any model loads
+    data = cfg.data if cfg.pairs is None else onpolicy_data(cfg, out, accelerator)  # sampled from cfg.model
+    read = read_preference_data(data)  # a data mistake shows before any model loads
     model, tokenizer = load_model(cfg.model, trainable=True)
-    dataset = build_preference_dataset(cfg.data, tokenizer, read)
+    dataset = build_preference_dataset(data, tokenizer, read)
     lengths = [pair_length(ex) for ex in dataset]
     global_batch = train.batch_size * train.grad_accum * world
     order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)

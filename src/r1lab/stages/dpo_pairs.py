@@ -38,7 +38,7 @@ class PairSampling:
 
 
 def make_pairs(
-    model_path: str,
+    model_path: str | ModelConfig,
     out: Path,
     *,
     data: str | None = None,
@@ -47,8 +47,17 @@ def make_pairs(
     limit: int | None = None,
     split: str = "train",
     sampling: PairSampling = PairSampling(),
+    prompts_config: DataConfig | None = None,
+    offset: int = 0,
+    max_pairs: int | None = None,
+    chosen: str = "verified",
 ) -> dict[str, int]:
-    """Write the pairs to `out` (JSONL); returns the counts (prompts, pairs, no_correct, no_incorrect)."""
+    """Write the pairs to `out` (JSONL); returns the counts (prompts, pairs, no_correct, no_incorrect).
+
+    `prompts_config` reads the prompts of `data` with a stage's data section (columns, system prompt...);
+    `offset` skips the first prompts, `max_pairs` stops once that many pairs are made (counts: prompts used);
+    `chosen="solution"` pairs each prompt's written solution (its `completion` column, when it verifies) with
+    an incorrect sample instead of a correct sample."""
     import tempfile
 
     import torch
@@ -64,14 +73,15 @@ def make_pairs(
     specs = [RewardSpec(name=r) for r in rewards or []] or ([RewardSpec(name=found.reward)] if found else [])
     if not specs:
         raise UserError("--data needs a reward to score the samples", fix="add --reward math (or another)")
-    if sampling.n < 2:
+    if sampling.n < 2 and chosen != "solution":  # a written solution needs only an incorrect sample
         raise UserError("--n must be at least 2 to find both a correct and an incorrect sample", where="--n")
     check_step_options(sampling.per_step)
     if sampling.engine not in ("hf", "vllm"):
         raise UserError(
             f"unknown engine {sampling.engine!r}", where="r1lab data pairs --engine", fix="hf or vllm"
         )
-    model, tokenizer = load_model(ModelConfig(path=model_path), trainable=False)
+    model_cfg = model_path if isinstance(model_path, ModelConfig) else ModelConfig(path=model_path)
+    model, tokenizer = load_model(model_cfg, trainable=False)
     with tempfile.TemporaryDirectory() as tmp:
         if found is not None:
             data = str(
@@ -81,9 +91,18 @@ def make_pairs(
             path=data, split=split, limit=limit, shuffle=False, max_length=1 << 20,
             system_prompt=found.system_prompt if found else None,
         )  # fmt: skip
+        if prompts_config is not None:
+            cfg = prompts_config.model_copy(update={"path": data, "shuffle": False, "max_length": 1 << 20})
         read = read_prompt_data(cfg)
+        if offset >= len(read.prompts):
+            raise UserError(
+                f"offset {offset} skips every one of the {len(read.prompts)} prompts in {data}",
+                where="pairs.offset",
+                fix="lower the offset or give more prompts",
+            )
+        read.prompts = read.prompts[offset:]
         prompts = build_prompt_dataset(cfg, tokenizer, read=read)  # none dropped: max_length is unbounded
-    settings = {"model": model_path, **asdict(sampling)}
+    settings = {"model": model_cfg.path, **asdict(sampling)}
     rollout = RolloutConfig(engine=sampling.engine, batch_size=sampling.batch_size)  # type: ignore[arg-type]
     engine = make_engine(rollout, model, tokenizer, seed=sampling.seed)
     params = SamplingParams(
@@ -94,31 +113,41 @@ def make_pairs(
     with RewardRunner(specs) as runner, torch.no_grad():
         runner.check_columns(set.intersection(*(set(p.columns) for p in prompts)))
         for first in range(0, len(prompts), sampling.batch_size):
+            if max_pairs is not None and len(rows) >= max_pairs:
+                counts["prompts"] = first
+                break
             chunk = prompts[first : first + sampling.batch_size]
             got = engine.generate([p.prompt_ids for p in chunk], sampling.n, params)
             columns = [chunk[i].columns for i in got.prompt_index]
             scored = runner.score(got.texts, [chunk[i].prompt_text for i in got.prompt_index], columns)
-            by_prompt: dict[int, tuple[list[int], list[int]]] = {}
+            by_prompt: dict[int, tuple[list[int], list[int]]] = {i: ([], []) for i in range(len(chunk))}
             for row, i in enumerate(got.prompt_index):
-                by_prompt.setdefault(i, ([], []))[0 if scored.accuracy[row].item() == 1.0 else 1].append(row)
+                by_prompt[i][0 if scored.accuracy[row].item() == 1.0 else 1].append(row)
+            texts, rewards_of = list(got.texts), list(scored.total.tolist())
+            if chosen == "solution":  # the written solutions, scored by the same reward, are the only chosen
+                texts, rewards_of = _add_solutions(runner, chunk, texts, rewards_of, by_prompt)
             for i, (good, bad) in sorted(by_prompt.items()):
                 if not good or not bad:
                     counts["no_correct" if not good else "no_incorrect"] += 1
                     continue
-                for c, r in list(zip(good, bad, strict=False))[: sampling.pairs_per_prompt]:
+                chosen_rows = good * len(bad) if chosen == "solution" else good  # one solution, many rejected
+                for c, r in list(zip(chosen_rows, bad, strict=False))[: sampling.pairs_per_prompt]:
                     rows.append(
                         {
                             "prompt": read.prompts[first + i].messages,
-                            "chosen": got.texts[c],
-                            "rejected": got.texts[r],
-                            "chosen_reward": float(scored.total[c]),
-                            "rejected_reward": float(scored.total[r]),
+                            "chosen": texts[c],
+                            "rejected": texts[r],
+                            "chosen_reward": float(rewards_of[c]),
+                            "rejected_reward": float(rewards_of[r]),
                             **{k: v for k, v in chunk[i].columns.items() if _json_value(v)},
                             "sampling": settings,
                         }
                     )
             counts["pairs"] = len(rows)
             console.print(f"pairs: {first + len(chunk)}/{len(prompts)} prompts, {len(rows)} pairs")
+    if max_pairs is not None:
+        rows = rows[:max_pairs]
+        counts["pairs"] = len(rows)
     if sampling.per_step is not None:
         step_counts = cut_pairs(
             engine, tokenizer, specs, rows, read.prompts, list(prompts), sampling.per_step, params
@@ -126,6 +155,23 @@ def make_pairs(
         counts.update(step_counts)
     write_jsonl(out, rows)
     return counts
+
+
+def _add_solutions(
+    runner: Any, chunk: list[Any], texts: list[str], rewards: list[float], by_prompt: dict
+) -> tuple[list[str], list[float]]:
+    """Append each prompt's written solution to `texts`; it becomes the prompt's only chosen when it verifies."""
+    solutions = [p.columns.get("data_completion") for p in chunk]
+    if any(not isinstance(s, str) for s in solutions):
+        raise UserError(
+            "pairs with chosen: solution need each prompt's written solution, but a prompt has none",
+            where="the prompts' `completion` column",
+            fix="give every prompt a `completion` (a task's train file has one), or use chosen: verified",
+        )
+    scored = runner.score(solutions, [p.prompt_text for p in chunk], [p.columns for p in chunk])
+    for i, (good, _) in by_prompt.items():
+        good[:] = [len(texts) + i] if scored.accuracy[i].item() == 1.0 else []
+    return texts + solutions, rewards + scored.total.tolist()
 
 
 def _json_value(value: Any) -> bool:
