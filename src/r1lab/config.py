@@ -392,16 +392,6 @@ class DPOConfig(TrainingStage):
             raise ValueError("with pairs, data.limit is not read: set pairs.limit (pairs) or pairs.offset")
         return self
 
-    @field_validator("data")
-    @classmethod
-    def _no_held_out_yet(cls, data: DataConfig) -> DataConfig:
-        if data.eval_path or data.eval_fraction:
-            raise ValueError(
-                "the DPO stage has no held-out evaluation yet: remove data.eval_path / data.eval_fraction "
-                "(evaluate the trained model with `r1lab eval` or a recipe's eval: section)"
-            )
-        return data
-
     @model_validator(mode="after")
     def _reference_source(self) -> DPOConfig:
         if self.reference == "adapter_disabled" and self.model.lora is None:

@@ -189,8 +189,8 @@ def test_config_mistakes_are_user_errors(tmp_path, tiny_model_dir) -> None:
         run_dpo(make_cfg(tmp_path, tiny_model_dir, "d", "loss=sigmod"))
     with pytest.raises(UserError, match="needs a LoRA run"):
         make_cfg(tmp_path, tiny_model_dir, "e", "reference=adapter_disabled")
-    with pytest.raises(UserError, match="no held-out evaluation"):
-        make_cfg(tmp_path, tiny_model_dir, "f", "data.eval_fraction=0.2")
+    with pytest.raises(UserError, match="nothing is held out"):
+        make_cfg(tmp_path, tiny_model_dir, "f", "train.eval_every=2")
 
 
 @pytest.mark.slow

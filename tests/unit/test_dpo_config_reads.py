@@ -29,24 +29,26 @@ def test_every_dpo_key_is_read(tmp_path, tiny_model_dir, reads):  # noqa: F811
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     parity = "def even(completion, **_):\n    return float(len(completion) % 2 == 0)\n"
     (tmp_path / "parity.py").write_text(parity)
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
     columns = {"prompt": "question", "chosen": "good", "rejected": "bad"}
     base = {
         "model": {"path": str(tiny_model_dir)},
         "data": {"path": str(data), "max_length": 48, "columns": columns},
     }
     variants = [
-        {  # full fine-tuning, cDPO, accumulation, warmup from warmup_ratio, checkpoints
+        {  # full fine-tuning, cDPO, accumulation, warmup from warmup_ratio, checkpoints, held-out fraction
             "label_smoothing": 0.1,
             "rpo_alpha": 0.5,
-            "data": {"overlong": "truncate", "system_prompt": "Be brief."},
+            "data": {"overlong": "truncate", "system_prompt": "Be brief.", "eval_fraction": 0.25},
             "optim": {"warmup_ratio": 0.5},
             "train": {"output_dir": str(tmp_path / "a"), "max_steps": 2, "batch_size": 2, "grad_accum": 2,
-                      "save_every": 1, "save_total_limit": 1},
+                      "save_every": 1, "save_total_limit": 1, "eval_every": 1},
         },
         {  # LoRA (merged on save) with the adapter-disabled reference, epochs instead of max_steps
             "model": {"lora": {"r": 2, "alpha": 4, "merge_on_save": True}},
             "reference": "adapter_disabled",
-            "data": {"overlong": "drop", "limit": 8},
+            "data": {"overlong": "drop", "limit": 8, "eval_path": str(held)},
             "train": {"output_dir": str(tmp_path / "b"), "epochs": 0.5, "batch_size": 2},
         },
         {  # reference-free with its margin

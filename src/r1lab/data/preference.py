@@ -10,6 +10,8 @@ Bad input, with its place (`file:line` for a JSONL file, else `file, record N`):
   prompt + longer response > max_length   data.overlong: truncate cuts both responses (never the prompt;
                                           a prompt that leaves no room is dropped), drop drops the pair;
                                           counted (truncated, dropped)
+Held-out pairs (data.eval_path, or a seeded data.eval_fraction of the records) are read and built the same way
+and hang off the result as `.eval`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from r1lab.config import DataConfig
 from r1lab.data.formats import Preference, normalise, resolve_schema
-from r1lab.data.readers import read_records
+from r1lab.data.splits import SplitDataset, held_out, train_eval_records
 from r1lab.data.tokenize import IGNORE, tokenize_conversation, tokenize_prompt
 from r1lab.errors import UserError
 
@@ -35,29 +37,47 @@ class PreferenceRecords:
     total: int
     skipped_identical: int
     source: str
+    eval: PreferenceRecords | None = None
 
 
-class PreferenceDataset(list):
+class PreferenceDataset(SplitDataset):
     """Examples {prompt_ids, chosen_ids, rejected_ids, chosen_mask, rejected_mask} (masks: 1 on the response
-    tokens that are scored, 0 on template tokens between turns), with `stats` counting what happened."""
-
-    def __init__(self, examples: list[dict[str, list[int]]], stats: dict[str, int]) -> None:
-        super().__init__(examples)
-        self.stats = stats
+    tokens that are scored, 0 on template tokens between turns), with `stats` counting what happened and
+    `eval` the held-out PreferenceDataset or None."""
 
 
-def read_preference_data(cfg: DataConfig) -> PreferenceRecords:
-    """Read and check the pairs (format, sides, prompts) before any model loads."""
-    records = read_records(cfg.path, split=cfg.split, subset=cfg.subset, limit=cfg.limit)
-    schema = resolve_schema(set().union(*records), cfg, cfg.path)
+def read_preference_data(cfg: DataConfig, *, seed: int = 0) -> PreferenceRecords:
+    """Read and check the pairs (format, sides, prompts) before any model loads; `seed` draws the
+    data.eval_fraction split (a place in a held-out part names the file it came from)."""
+    records, held = train_eval_records(cfg, seed)
+    if held is None:
+        return _read(records, cfg, cfg.path, _places(cfg.path, len(records)))
+    if cfg.eval_path:
+        held_set = _read(held, cfg, cfg.eval_path, _places(cfg.eval_path, len(held)))
+        return _read(records, cfg, cfg.path, _places(cfg.path, len(records)), held_set)
+    every, out = (
+        _places(cfg.path, len(records) + len(held)),
+        held_out(len(records) + len(held), cfg.eval_fraction, seed),
+    )
+    held_set = _read(held, cfg, cfg.path, [p for i, p in enumerate(every) if i in out])
+    return _read(records, cfg, cfg.path, [p for i, p in enumerate(every) if i not in out], held_set)
+
+
+def _read(
+    records: list[dict[str, Any]],
+    cfg: DataConfig,
+    source: str,
+    places: list[str],
+    eval_set: PreferenceRecords | None = None,
+) -> PreferenceRecords:
+    schema = resolve_schema(set().union(*records), cfg, source)
     if schema.format != "preference":
         raise UserError(
-            f"DPO trains on preference pairs, but {cfg.path} is in format {schema.format!r}",
+            f"DPO trains on preference pairs, but {source} is in format {schema.format!r}",
             where="data.format",
             fix="give the data `chosen` and `rejected` columns (and optionally `prompt`), or map yours "
             "with data.columns, e.g. {chosen: good, rejected: bad}",
         )
-    places = _places(cfg.path, len(records))
     pairs, identical = [], 0
     for record, place in zip(records, places, strict=True):
         pair = split_prompt(normalise(record, schema, cfg, place), place)
@@ -67,12 +87,12 @@ def read_preference_data(cfg: DataConfig) -> PreferenceRecords:
         pairs.append((place, pair))
     if not pairs:
         raise UserError(
-            f"no preference pair left in {cfg.path}: {len(records)} records, {identical} with chosen "
+            f"no preference pair left in {source}: {len(records)} records, {identical} with chosen "
             "identical to rejected",
-            where="data.path",
+            where="data.eval_path" if source == cfg.eval_path else "data.path",
             fix="give each record a chosen and a different rejected response",
         )
-    return PreferenceRecords(pairs, len(records), identical, cfg.path)
+    return PreferenceRecords(pairs, len(records), identical, source, eval_set)
 
 
 def split_prompt(pair: Preference, place: str) -> Preference:
@@ -116,7 +136,9 @@ def split_prompt(pair: Preference, place: str) -> Preference:
 def build_preference_dataset(
     cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, read: PreferenceRecords
 ) -> PreferenceDataset:
-    """Template and tokenise the pairs; truncate or drop those longer than max_length (counted)."""
+    """Template and tokenise the pairs (and the held-out ones); truncate or drop those longer than max_length
+    (counted)."""
+    held = None if read.eval is None else build_preference_dataset(cfg, tokenizer, read.eval)
     stats = dict(total=read.total, skipped_identical=read.skipped_identical, truncated=0, dropped=0, kept=0)
     examples = []
     for place, pair in read.pairs:
@@ -141,7 +163,7 @@ def build_preference_dataset(
             where="data.max_length",
             fix="raise data.max_length, or use data.overlong: truncate",
         )
-    return PreferenceDataset(examples, stats)
+    return PreferenceDataset(examples, stats, held)
 
 
 def tokenize_pair(tokenizer: PreTrainedTokenizerBase, pair: Preference) -> dict[str, list[int]]:

@@ -25,16 +25,20 @@ def train_eval_records(
         return records, read_records(cfg.eval_path, split=EVAL_SPLIT, subset=cfg.subset)
     if cfg.eval_fraction <= 0:
         return records, None
-    n_eval = max(1, round(len(records) * cfg.eval_fraction))
-    if n_eval >= len(records):
+    if max(1, round(len(records) * cfg.eval_fraction)) >= len(records):
         raise UserError(
             f"eval_fraction {cfg.eval_fraction} of {len(records)} examples leaves nothing to train on",
             where="data.eval_fraction",
             fix="lower eval_fraction or use more data",
         )
-    held = set(random.Random(seed).sample(range(len(records)), n_eval))
+    held = held_out(len(records), cfg.eval_fraction, seed)
     train = [r for i, r in enumerate(records) if i not in held]
     return train, [r for i, r in enumerate(records) if i in held]
+
+
+def held_out(n: int, fraction: float, seed: int) -> set[int]:
+    """Indices of the records data.eval_fraction holds out of `n` (at least one)."""
+    return set(random.Random(seed).sample(range(n), max(1, round(n * fraction))))
 
 
 class SplitDataset(list):

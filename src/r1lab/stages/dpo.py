@@ -19,19 +19,17 @@ from r1lab.algorithms.preference_losses import (
     PREFERENCE_LOSSES,
     READS,
     REFERENCE_FREE,
-    PairLogps,
     PreferenceParams,
-    implicit_rewards,
     preference_loss,
 )
 from r1lab.config import DPOConfig, dump_config
 from r1lab.data.preference import build_preference_dataset, pair_length, read_preference_data
 from r1lab.errors import UserError
 from r1lab.models import load_model
+from r1lab.stages.dpo_eval import SUMMED, batch_logps, evaluate_pairs, pair_sums
 from r1lab.stages.dpo_forward import (
     dataset_fingerprint,
     load_cached_reference,
-    pair_logps,
     reference_logps,
     save_reference,
 )
@@ -48,10 +46,6 @@ from r1lab.training.resume import restore, resume_point
 from r1lab.training.rundir import ensure_writable, write_state
 from r1lab.training.tracking import Tracker, console
 
-# summed over the pairs of a step, then divided by their number
-SUMMED = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
-SUMMED += ("logps/chosen", "logps/rejected")
-
 
 def run_dpo(cfg: DPOConfig) -> Path:
     """Train on preference pairs; write `final/` (and checkpoints, metrics.jsonl, config.yaml, state.json,
@@ -67,7 +61,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
 
     resume_from = resume_point(train, out)
     data = cfg.data if cfg.pairs is None else onpolicy_data(cfg, out, accelerator)  # sampled from cfg.model
-    read = read_preference_data(data)  # a data mistake shows before any model loads
+    read = read_preference_data(data, seed=train.seed)  # a data mistake shows before any model loads
     model, tokenizer = load_model(cfg.model, trainable=True)
     dataset = build_preference_dataset(data, tokenizer, read)
     lengths = [pair_length(ex) for ex in dataset]
@@ -81,9 +75,10 @@ def run_dpo(cfg: DPOConfig) -> Path:
     inner = accelerator.unwrap_model(model)  # runs the shared prompts (DDP: one wrapped forward per backward)
     pad_id = tokenizer.pad_token_id
 
+    held = dataset.eval or []  # held-out pairs: their reference rows follow the training pairs' in one table
     reference = None
     if use_reference and cfg.reference == "precompute":  # before any update: the initial policy
-        fingerprint = dataset_fingerprint(dataset, cfg.model.path)
+        fingerprint = dataset_fingerprint(dataset + held, cfg.model.path)
         reference = load_cached_reference(out, fingerprint)
         if reference is None:
             if resume_from is not None:
@@ -92,7 +87,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
                     where="train.output_dir",
                     fix="resume with the model and data that wrote it, or start a new output_dir",
                 )
-            reference = reference_logps(inner, dataset, pad_id, accelerator, train.batch_size)
+            reference = reference_logps(inner, dataset + held, pad_id, accelerator, train.batch_size)
 
     start = 0
     if resume_from is not None:
@@ -124,35 +119,24 @@ def run_dpo(cfg: DPOConfig) -> Path:
             accelerator, model, tokenizer, optimizer, scheduler, out, step, meta, train.save_total_limit
         )
 
+    online = use_reference and reference is None  # LoRA: reference: adapter_disabled
+
     def micro_loss(ids: list[int], last: bool) -> torch.Tensor:
         """Backward of one micro-batch's share of the step loss; returns its summed metrics [len(SUMMED)]."""
         examples = [dataset[i] for i in ids]
+        rows = None if reference is None else reference[torch.tensor(ids)]
         with nullcontext() if last else accelerator.no_sync(model):
-            chosen, rejected, n_chosen, n_rejected = pair_logps(
-                model, inner, examples, pad_id, accelerator.device
-            )
-            ref = (None, None)
-            if reference is not None:
-                table = reference[torch.tensor(ids)].to(chosen.device)
-                ref = (table[:, 0], table[:, 1])
-            elif use_reference:  # LoRA: the base model is the policy with its adapter off
-                with torch.no_grad(), inner.disable_adapter(), accelerator.autocast():
-                    ref = pair_logps(inner, inner, examples, pad_id, accelerator.device)[:2]
-            logps = PairLogps(chosen, rejected, n_chosen, n_rejected, *ref)
+            logps = batch_logps(model, inner, examples, pad_id, accelerator, rows, online)
             losses = preference_loss(cfg.loss, logps, params)
             # DDP averages gradients over ranks, so multiply by `world` to get a plain global sum.
             accelerator.backward(losses.sum() * world / global_batch)
-        good, bad = implicit_rewards(cfg.loss, logps, cfg.beta)
-        per_pair = [
-            losses.detach(),
-            good,
-            bad,
-            good - bad,
-            (good > bad).float(),
-            chosen.detach(),
-            rejected.detach(),
-        ]
-        return torch.stack([x.float().sum() for x in per_pair])
+        return pair_sums(cfg.loss, logps, losses, cfg.beta)
+
+    def evaluate() -> dict[str, float]:
+        rows = None if reference is None else reference[len(dataset) :]
+        return evaluate_pairs(
+            model, held, rows, online, cfg.loss, params, accelerator, pad_id, train.batch_size
+        )
 
     step, began, window_pairs, window_time = start, time.perf_counter(), 0, 0.0
     model.train()
@@ -181,6 +165,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
                     tracker.log(step, metrics)
                     window_pairs, window_time = 0, 0.0
                 tracker.advance(step)
+                if held and train.eval_every and step % train.eval_every == 0 and step < total:
+                    tracker.log(step, evaluate())
                 if train.save_every and step % train.save_every == 0 and step < total:
                     save(step)
                 stop.check(accelerator)
@@ -195,6 +181,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
             console.print(f"[yellow]stopped at step {step}: {kept}; continue with --resume[/yellow]")
         raise
 
+    if held:  # and always after the last step
+        tracker.log(step, evaluate())
     tracker.close()
     if saved[-1] != step:
         save(step)
