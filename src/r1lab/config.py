@@ -206,6 +206,49 @@ class RewardSpec(Strict):
     failure_reward: float = 0.0  # given when the function raises or times out
 
 
+class RolloutCorrectionConfig(Strict):
+    """Importance weights for a sampler that is not the trainer's current policy (vLLM, rollout.async);
+    r1lab.algorithms.rollout_correction. Unset bounds: verl 0.9.1's presets (ROLLOUT_CORRECTION_BOUNDS)."""
+
+    mode: Literal["tis", "mis"] = "tis"  # truncate the weight at `threshold`, or mask it outside the bounds
+    level: Literal["token", "sequence", "geometric"] = "token"  # geometric: mis only (a filter)
+    threshold: float | None = Field(None, gt=0)  # upper bound of the weight
+    lower: float | None = Field(None, gt=0)  # mis only: lower bound of the weight
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> RolloutCorrectionConfig:
+        if self.mode == "tis" and self.lower is not None:
+            raise ValueError("rollout_correction.lower is read only by mode: mis (tis only caps the weight)")
+        if self.mode == "tis" and self.level == "geometric":
+            raise ValueError(
+                "rollout_correction.level: geometric is a filter on the geometric mean of the ratios, not a "
+                "weight: set mode: mis, or level: token | sequence"
+            )
+        low, high = self.bounds()
+        if low is not None and low > high:
+            raise ValueError(f"rollout_correction.lower ({low}) is above its threshold ({high})")
+        return self
+
+    def bounds(self) -> tuple[float | None, float]:
+        """(lower, upper) as set, else verl's published ones for this mode and level."""
+        low, high = ROLLOUT_CORRECTION_BOUNDS[(self.mode, self.level)]
+        return (
+            low if self.lower is None else self.lower,
+            high if self.threshold is None else self.threshold,
+        )
+
+
+# verl 0.9.1's RolloutCorrectionConfig presets: decoupled_token_is / decoupled_seq_is (2.0),
+# decoupled_token_icepop (0.5, 5.0), decoupled_seq_is_rs (0.5, 2.0), decoupled_geo_rs (0.999, 1.001)
+ROLLOUT_CORRECTION_BOUNDS = {
+    ("tis", "token"): (None, 2.0),
+    ("tis", "sequence"): (None, 2.0),
+    ("mis", "token"): (0.5, 5.0),
+    ("mis", "sequence"): (0.5, 2.0),
+    ("mis", "geometric"): (0.999, 1.001),
+}
+
+
 class AlgorithmConfig(Strict):
     advantage: str = "grpo"  # name in r1lab.algorithms.advantages
     policy_loss: str = "ppo_clip"  # objective: name in r1lab.algorithms.policy_losses.POLICY_LOSSES
@@ -223,6 +266,8 @@ class AlgorithmConfig(Strict):
     mask_truncated: bool = False  # no loss on completions cut at max_new_tokens
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal, refill from next prompts
     max_refills: int = Field(4, ge=0)  # extra generation rounds allowed per step for dynamic sampling
+    # importance weights for a sampler that is not the trainer (engine: vllm or rollout.async); None: off
+    rollout_correction: RolloutCorrectionConfig | None = None
 
     @field_validator("policy_loss")
     @classmethod
@@ -306,6 +351,17 @@ class RLConfig(TrainingStage):
         return rollout
 
     @model_validator(mode="after")
+    def _correction_needs_another_sampler(self) -> RLConfig:
+        # the HF engine without async samples with the trainer's own current weights: every weight would be 1
+        if self.algorithm.rollout_correction is not None and not sampler_differs(self):
+            raise ValueError(
+                "algorithm.rollout_correction is set, but rollout.engine is hf without rollout.async: the "
+                "sampler is the trainer itself (same weights, same forward), so every importance weight is 1; "
+                "remove it, or set rollout.engine: vllm or rollout.async: true"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _async_overlaps(self) -> RLConfig:
         # a checkpoint step generates its next batch after the update (rl_async): with one every step there
         # would be nothing left to overlap
@@ -364,6 +420,12 @@ class PairsConfig(Strict):
         if self.chosen == "verified" and self.n < 2:
             raise ValueError("pairs.n must be at least 2 to find a correct and an incorrect sample")
         return self
+
+
+def sampler_differs(cfg: RLConfig) -> bool:
+    """True when the rollouts' log-probs are not the trainer's current ones: an engine with its own weights
+    (vLLM) or one-step off-policy rollouts (rollout.async). Then pi_old can be recomputed and corrected."""
+    return cfg.rollout.engine != "hf" or cfg.rollout.async_
 
 
 class DPOConfig(TrainingStage):

@@ -177,6 +177,13 @@ def test_every_rl_key_is_read(tmp_path, tiny_model_dir, reads):
                           "advantage": "reinforce_pp"},
             "train": {"output_dir": str(tmp_path / "b"), "max_steps": None, "epochs": 0.25},
         },
+        {  # one step off-policy with masked IS on the stale samples (the HF engine refuses it without async)
+            "rewards": [{"name": length}],
+            "rollout": {"async": True},
+            "algorithm": {"rollout_correction": {"mode": "mis", "level": "sequence", "threshold": 3.0,
+                                                 "lower": 0.3}},
+            "train": {"output_dir": str(tmp_path / "c"), "max_steps": 2},
+        },
     ]  # fmt: skip
     configs = [rl_config(tmp_path, tiny_model_dir, v) for v in variants]
     for cfg in configs:

@@ -222,6 +222,7 @@ def compute_policy_loss(
     entropy_coef: float = 0.0,
     tau_pos: float = 1.0,
     tau_neg: float = 1.05,
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch: objective `name` per token [+ beta KL] [- entropy_coef H], aggregated by
     `loss_agg`; and detached metrics to log.
@@ -233,7 +234,8 @@ def compute_policy_loss(
     micro-batches and ranks with `sum_metrics`, then divide by `tokens`.
 
     The entropy bonus (entropy_coef > 0) needs a differentiable `entropy` (its gradient is the bonus); with
-    entropy_coef 0 the entropy is only logged.
+    entropy_coef 0 the entropy is only logged. `is_weights` [B, T] (rollout correction, detached) multiply the
+    objective's per-token loss, not the KL or entropy terms (as verl applies its rollout IS weights).
     """
     objective = POLICY_LOSSES.get(name)
     aggregate = LOSS_AGGS.get(loss_agg)
@@ -246,6 +248,10 @@ def compute_policy_loss(
     adv = adv.unsqueeze(-1) if adv.dim() == 1 else adv
     params = ObjectiveParams(eps_low=eps_low, eps_high=eps_high, tau_pos=tau_pos, tau_neg=tau_neg)
     per_token, metrics = objective(logp, old_logp, adv, m, params)
+    if is_weights is not None:
+        if is_weights.shape != logp.shape:
+            raise ValueError(f"is_weights {tuple(is_weights.shape)} must match logp {tuple(logp.shape)}")
+        per_token = per_token * is_weights.detach().to(per_token.dtype)
     if entropy_coef > 0:
         if entropy is None or (logp.requires_grad and not entropy.requires_grad):
             raise ValueError("entropy_coef > 0 needs the per-token entropy with its gradient (not detached)")

@@ -182,6 +182,8 @@ class UpdatePlan:
     advantages: Tensor  # [n_local]
     micro_batches: list[list[int]]  # indices into rows; same count on every rank; [] = a zero-weight dummy
     totals: LossTotals
+    # [n_local, T] stop-gradient importance weights of the rows (algorithm.rollout_correction); None: all 1
+    is_weights: Tensor | None = None
 
 
 def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePlan:
@@ -230,6 +232,9 @@ def policy_update(
         dummy = not idx  # this rank has fewer rows than micro-batches: a zero-weight pass keeps DDP in step
         rows = plan.rows.select(idx or [0])
         sync = i == len(plan.micro_batches) - 1
+        weights = None
+        if plan.is_weights is not None:  # cut to the micro-batch's width, as select cuts the rows
+            weights = plan.is_weights[idx or [0], : rows.completion_ids.shape[1]].to(device)
         with nullcontext() if sync else accelerator.no_sync(model):
             logp, entropy = completion_logprobs(
                 model, inner, rows, device, temperature, entropy_grad=algo.entropy_coef > 0
@@ -252,6 +257,7 @@ def policy_update(
                 entropy_coef=algo.entropy_coef,
                 tau_pos=algo.sapo_tau_pos,
                 tau_neg=algo.sapo_tau_neg,
+                is_weights=weights,
             )
             weight = 0.0 if dummy else 1.0
             accelerator.backward(loss * (weight * size))
@@ -270,7 +276,7 @@ def optimizer_updates(
     scheduler: Any,
     reference: Any | None,
 ) -> tuple[dict[str, Tensor], float, float, bool]:
-    """`algorithm.mu` optimizer steps on one generation batch (pi_old stays the rollout policy for all of them).
+    """`algorithm.mu` optimizer steps on one generation batch (pi_old and the importance weights stay the same for all).
 
     Returns the last update's metric sums (all ranks), its grad norm, its learning rate (the one the optimizer
     step used, read before the scheduler moves on) and whether it was bad: a NaN/inf loss or gradient skips

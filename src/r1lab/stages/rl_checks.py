@@ -41,6 +41,54 @@ def check_names(cfg: RLConfig) -> None:
             where="rollout.temperature",
             fix="sample with a temperature > 0, e.g. rollout.temperature=1.0",
         )
+    check_sampler_filters(cfg)
+
+
+# objectives that never read pi_old (only the logged ratio does)
+_NO_PI_OLD = {"gpg", "reinforce"}
+
+
+def check_sampler_filters(cfg: RLConfig) -> None:
+    """The sampler's top_p / top_k / min_p against the log-probs the loss uses (TRL #6789).
+
+    The loss uses the trainer's log-probs over the full vocabulary (log_softmax(logits / T)), and so must
+    pi_old and the importance weights. The HF engine reports exactly those (it samples from the filtered
+    distribution but reports the unfiltered log-prob). vLLM reports `processed_logprobs`, renormalised over
+    the tokens the filter kept: log pi_vllm = log pi - log S, S the kept mass, so pi_trainer / pi_vllm = S
+    on every token, however well the weights agree. As pi_old (no correction) that ratio pushes every token
+    with A < 0 past the clip when S < 1 - eps_low (no gradient left); as an importance weight it scales the
+    loss by S. Both are refused; an objective that never reads pi_old (gpg) only gets skewed `mismatch/*`
+    metrics, and a note says so.
+    """
+    r = cfg.rollout
+    if r.engine != "vllm":
+        return
+    filters = [
+        f"{k}={v}"
+        for k, v, off in (("top_p", r.top_p, 1.0), ("top_k", r.top_k, 0), ("min_p", r.min_p, 0.0))
+        if v != off
+    ]
+    if not filters:
+        return
+    where = ", ".join(f"rollout.{f}" for f in filters)
+    correction = cfg.algorithm.rollout_correction is not None
+    if not correction and cfg.algorithm.policy_loss in _NO_PI_OLD:
+        from r1lab.training.tracking import console
+
+        console.print(
+            f"rl: note: with {where}, vLLM's log-probs are those of the filtered distribution, so "
+            "mismatch/kl and mismatch/ratio_* measure the kept probability mass as well as the mismatch"
+        )
+        return
+    use = "algorithm.rollout_correction's importance weights" if correction else "pi_old (the PPO ratio)"
+    raise UserError(
+        f"rollout.engine is vllm with {', '.join(filters)}: vLLM's log-probs are renormalised over the tokens "
+        "the filter keeps, the trainer's are over the whole vocabulary, so their ratio is the kept "
+        f"probability mass on every token, not a policy change; {use} would carry it (TRL #6789)",
+        where=where,
+        fix="sample from the full distribution (rollout.top_p: 1.0, rollout.top_k: 0, rollout.min_p: 0.0), or "
+        "use rollout.engine: hf, whose log-probs are the unfiltered ones the loss uses",
+    )
 
 
 def check_before_rollout(cfg: RLConfig, runner: Any, tokenizer: Any, model: Any, *, read: Any = None) -> Any:
