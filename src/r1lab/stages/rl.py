@@ -43,7 +43,7 @@ import torch
 from r1lab.config import RLConfig, dump_config
 from r1lab.errors import UserError
 from r1lab.rollout.types import Rollouts
-from r1lab.stages.rl_async import AsyncRollouts
+from r1lab.stages.rl_async import AsyncRollouts, recompute_pi_old
 from r1lab.stages.rl_batch import (
     Scored,
     advantages_for,
@@ -63,7 +63,7 @@ from r1lab.stages.rl_log import (
     step_metrics,
     write_samples,
 )
-from r1lab.stages.rl_mismatch import off_policy_plan, rollout_mismatch
+from r1lab.stages.rl_mismatch import rollout_mismatch
 from r1lab.stages.rl_temperature import with_probed_temperature
 
 
@@ -174,12 +174,9 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 # ---- update (mu optimizer steps on the same rollouts)
                 t_train = time.perf_counter()
                 plan = plan_update(batch.rollouts, advantages, cfg)
-                correction = cfg.algorithm.rollout_correction
-                if producer is not None or correction is not None:
-                    # pi_old: the trainer's log-probs at the current weights; with a correction, IS weights
-                    plan, mismatch = off_policy_plan(policy, plan, accelerator.device, temp, correction)
-                    if producer is not None:
-                        mismatch["async/staleness"] = staleness
+                if producer is not None:  # pi_old: the trainer's log-probs at the current weights
+                    plan, mismatch = recompute_pi_old(policy, plan, accelerator.device, temp)
+                    mismatch["async/staleness"] = staleness
                 else:  # an engine with its own weights (vLLM): its log-probs vs the trainer's, before the update
                     mismatch = (
                         {}
@@ -212,6 +209,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                         "time/step": t_done - started,
                         "tokens_per_s": sum(s.rollouts.num_tokens for s in seen) / max(gen_s, 1e-9),
                     }
+                    | ({"async/wait": producer.waited} if producer is not None else {})
                 )
                 if step % cfg.train.log_every == 0 or step == total_steps or bad:
                     tracker.log(step, metrics)

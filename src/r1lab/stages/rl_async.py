@@ -18,7 +18,9 @@ Design (as in the one-step-off pipelines of verl, SkyRL and NeMo-RL; staleness b
   no-grad forward per micro-batch), not the sampler's log-probs: the PPO ratio of the first update is then 1
   and clips the trainer's own moves, not the staleness. The sampler's (behaviour) log-probs go into the
   mismatch metrics (`mismatch/kl`, `mismatch/ratio_max`, `mismatch/ratio_min`: their gap to pi_old, staleness
-  included). No importance weight corrects for them yet: that is `algorithm.rollout_correction`'s job.
+  included); `algorithm.rollout_correction` turns that gap into importance weights.
+- `async/wait` is logged each step: the seconds the trainer waited for its batch (near 0 when generation hid
+  entirely behind the previous update; the whole generation for a batch made on the spot).
 - Checkpoints: a checkpoint step submits nothing; the batch after it is generated after the update, from the
   checkpointed weights. So a run killed after a checkpoint and resumed draws the same samples from the same
   weights as an uninterrupted one (same parameters, tested). A stop by Ctrl-C / SIGTERM checkpoints at
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -66,6 +69,7 @@ class AsyncRollouts:
         self.engine = engine
         self.version = 0  # updates done by the weights the sampler holds
         self.generations: list[int] = []  # the version each generate round ran with, in order (for tests)
+        self.waited = 0.0  # seconds the last `take` blocked the trainer (the whole round when made then)
         # a new thread starts with the default number of torch threads, not the trainer's
         self._pool = ThreadPoolExecutor(
             1, "r1lab-rollout", initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)
@@ -101,11 +105,15 @@ class AsyncRollouts:
         the one in flight, or, when none is (first step, after a checkpoint step or a resume), made now (sync
         the sampler first)."""
         pending, self._pending = self._pending, None
+        started = time.perf_counter()
         if pending is None:
-            return gather_round(self._round(prompts, positions)), self.version
-        if pending.position != positions[0]:  # the loop's bookkeeping and the producer's disagree
+            local, version = self._round(prompts, positions), self.version
+        elif pending.position != positions[0]:  # the loop's bookkeeping and the producer's disagree
             raise RuntimeError(f"the batch in flight starts at prompt {pending.position}, not {positions[0]}")
-        return gather_round(pending.future.result()), pending.version
+        else:
+            local, version = pending.future.result(), pending.version
+        self.waited = time.perf_counter() - started
+        return gather_round(local), version
 
     def wait(self) -> None:
         """Block until the batch in flight (if any) is generated and scored; it stays to be taken."""
