@@ -43,7 +43,7 @@ import torch
 from r1lab.config import RLConfig, dump_config
 from r1lab.errors import UserError
 from r1lab.rollout.types import Rollouts
-from r1lab.stages.rl_async import AsyncRollouts, recompute_pi_old
+from r1lab.stages.rl_async import AsyncRollouts
 from r1lab.stages.rl_batch import (
     Scored,
     advantages_for,
@@ -63,7 +63,7 @@ from r1lab.stages.rl_log import (
     step_metrics,
     write_samples,
 )
-from r1lab.stages.rl_mismatch import rollout_mismatch
+from r1lab.stages.rl_mismatch import off_policy_plan, rollout_mismatch
 from r1lab.stages.rl_temperature import with_probed_temperature
 
 
@@ -174,9 +174,12 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 # ---- update (mu optimizer steps on the same rollouts)
                 t_train = time.perf_counter()
                 plan = plan_update(batch.rollouts, advantages, cfg)
-                if producer is not None:  # pi_old: the trainer's log-probs at the current weights
-                    plan, mismatch = recompute_pi_old(policy, plan, accelerator.device, temp)
-                    mismatch["async/staleness"] = staleness
+                correction = cfg.algorithm.rollout_correction
+                if producer is not None or correction is not None:
+                    # pi_old: the trainer's log-probs at the current weights; with a correction, IS weights
+                    plan, mismatch = off_policy_plan(policy, plan, accelerator.device, temp, correction)
+                    if producer is not None:
+                        mismatch["async/staleness"] = staleness
                 else:  # an engine with its own weights (vLLM): its log-probs vs the trainer's, before the update
                     mismatch = (
                         {}
