@@ -107,6 +107,8 @@ def test_collapse_rule() -> None:
     assert collapse_step([1.0, 0.75, 0.5], 0.5) is None
     assert collapse_step([1.0, 0.125, 0.0], 2.0) == 2  # drop > 1: only the drop to zero counts
     assert collapse_step([0.5], 0.5) is None
+    assert collapse_step([0.0, 0.0, 0.0], 0.5) is None  # zero after zero: no fall to see
+    assert collapse_step([0.0, 0.5, 0.0], 2.0) == 2  # the scan starts at the first positive estimate
 
 
 def test_prefix_success_on_known_continuations(tiny_tokenizer, countdown) -> None:
@@ -130,6 +132,8 @@ def test_prefix_success_on_known_continuations(tiny_tokenizer, countdown) -> Non
         ([3, 1, 0], 0.6, 2, True),
         ([4, 3, 2], 0.5, 3, False),
         ([4, 1, 1], 2.0, 3, False),
+        ([0, 2, 0], 2.0, 2, True),  # none of the prompt's 4 continuations right: the fall from step 1 counts
+        ([0, 0, 0], 0.5, 3, False),
     ],
 )
 def test_cut_rows_at_the_collapse_step(tiny_tokenizer, countdown, right, drop, cut, collapsed) -> None:

@@ -9,8 +9,10 @@ For an incorrect sample of S steps (`rollout.step_values.split_steps`, separator
   (`rollout.step_values.prefix_success`);
 - v[S] = 0: the whole sample was scored incorrect.
 
-The collapse step is the first k in 1..S-1 with v[k] == 0, or v[k-1] - v[k] >= `--collapse-drop` (default 0.5;
-a value above 1 leaves only the drop-to-zero rule). The rejected side is then the first k steps. A sample
+The collapse step is the first k in 1..S-1 where the estimate falls from v[k-1] > 0 to v[k] == 0, or by
+v[k-1] - v[k] >= `--collapse-drop` (default 0.5; a value above 1 leaves only the fall to zero). A zero after a
+zero is no fall: where even the prompt's M continuations all fail (v[0] = 0, M too small to see the prompt's
+correct samples), the scan goes on to the first step with a positive estimate. The rejected side is then the first k steps. A sample
 whose partial prefixes never collapse has its error in its last step: it is written whole (cut_step = S,
 collapsed: false) and counted as `no_collapse`; a one-step sample has no partial prefix to estimate and is
 counted as `single_step` (also written whole, nothing estimated: step_success [null, 0]). Each row records
@@ -41,9 +43,10 @@ class StepOptions:
 
 
 def collapse_step(values: list[float], drop: float) -> int | None:
-    """The first k >= 1 with values[k] == 0 or values[k-1] - values[k] >= drop; None when there is none."""
+    """The first k >= 1 with values[k-1] > 0 and (values[k] == 0 or values[k-1] - values[k] >= drop); None
+    when there is none."""
     for k in range(1, len(values)):
-        if values[k] <= _EPS or values[k - 1] - values[k] >= drop - _EPS:
+        if values[k - 1] > _EPS and (values[k] <= _EPS or values[k - 1] - values[k] >= drop - _EPS):
             return k
     return None
 
