@@ -25,9 +25,9 @@ from r1lab.rollout import HFEngine
 from r1lab.rollout.types import SamplingParams
 from r1lab.stages import rl as rl_stage
 from r1lab.stages.rl import run_rl
-from r1lab.stages.rl_async import recompute_pi_old
 from r1lab.stages.rl_batch import plan_update
 from r1lab.stages.rl_forward import completion_logprobs
+from r1lab.stages.rl_mismatch import off_policy_plan
 
 
 @pytest.fixture(autouse=True)
@@ -86,8 +86,9 @@ def test_each_batch_is_sampled_by_the_weights_one_update_old(tmp_path, tiny_mode
 
 
 def test_pi_old_is_the_trainers_recomputation(tmp_path, tiny_model_dir):
-    """Rows sampled by another model (a perturbed copy): after recompute_pi_old the plan's log-probs are the
-    trainer's own (its forward on each row), and mismatch/kl is the k3 mean of sampler vs trainer."""
+    """Rows sampled by another model (a perturbed copy), as async's are: after off_policy_plan (what the async
+    loop calls; here without a correction) the plan's log-probs are the trainer's own (its forward on each
+    row), and mismatch/kl is the k3 mean of sampler vs trainer."""
     cfg = rl_config(tmp_path, tiny_model_dir, {"train": {"batch_size": 3}})
     from r1lab.models import load_model
 
@@ -105,7 +106,7 @@ def test_pi_old_is_the_trainers_recomputation(tmp_path, tiny_model_dir):
     with torch.no_grad():
         expected = completion_logprobs(model, model, rows, "cpu", 1.0)[0]
     model.train()
-    new, metrics = recompute_pi_old(model, plan, "cpu", 1.0)
+    new, metrics = off_policy_plan(model, plan, "cpu", 1.0)
     mask = rows.completion_mask.bool()
     torch.testing.assert_close(new.rows.logprobs[mask], expected[mask], rtol=0, atol=1e-5)
     assert torch.equal(plan.rows.logprobs, rows.logprobs)  # the sampler's stay in the given plan
@@ -136,6 +137,29 @@ def test_async_learns_the_toy_task_like_sync(tmp_path, tiny_model_dir):
     assert any({"mismatch/kl", "mismatch/ratio_max", "mismatch/ratio_min"} <= set(m) for m in metrics)
     assert [m["step"] for m in metrics if m["async/staleness"] == 0] == [1, 11, 21]
     assert json.loads((tmp_path / "run" / "state.json").read_text())["status"] == "complete"
+
+
+def test_async_with_truncated_importance_sampling(tmp_path, tiny_model_dir):
+    """algorithm.rollout_correction on the stale samples: the weights are applied and their statistics logged."""
+    cfg = rl_config(
+        tmp_path,
+        tiny_model_dir,
+        {
+            "rewards": [{"name": _dense(tmp_path, tiny_model_dir)}],
+            "rollout": {"async": True},
+            "algorithm": {"rollout_correction": {"mode": "tis", "threshold": 1.0}},
+            "optim": {"lr": 5e-2},
+            "train": {"max_steps": 3},
+        },
+    )
+    run_rl(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    assert [m["async/staleness"] for m in metrics] == [0, 1, 1]
+    # threshold 1: each token's weight is min(ratio, 1). Step 1 was sampled by the current weights (ratio 1 up
+    # to float noise); the stale steps' tokens the update made likelier are cut (here ~0.88 and ~0.72)
+    assert metrics[0]["mismatch/weight_mean"] == pytest.approx(1.0, abs=1e-5)
+    for m in metrics[1:]:
+        assert m["mismatch/weight_mean"] < 0.95 and m["mismatch/clipped_fraction"] > 0.2, m
 
 
 def test_async_with_dynamic_sampling_refills_from_the_same_sampler(tmp_path, tiny_model_dir):

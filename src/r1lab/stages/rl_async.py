@@ -14,9 +14,9 @@ Design (as in the one-step-off pipelines of verl, SkyRL and NeMo-RL; staleness b
   version), pushes the current weights (k-1 updates) to the sampler, submits batch k+1 and then updates on
   batch k. So every trained batch is exactly one version old (`async/staleness` = 1), except a batch generated
   synchronously (staleness 0): the first one, the one after a checkpoint step, the first after a resume.
-- pi_old is the trainer's recomputation at the current weights, before the update (`recompute_pi_old`, one
-  no-grad forward per micro-batch), not the sampler's log-probs: the PPO ratio of the first update is then 1
-  and clips the trainer's own moves, not the staleness. The sampler's (behaviour) log-probs go into the
+- pi_old is the trainer's recomputation at the current weights, before the update (one no-grad forward per
+  micro-batch, `rl_mismatch.off_policy_plan`), not the sampler's log-probs: the PPO ratio of the first update
+  is then 1 and clips the trainer's own moves, not the staleness. The sampler's (behaviour) log-probs go into the
   mismatch metrics (`mismatch/kl`, `mismatch/ratio_max`, `mismatch/ratio_min`: their gap to pi_old, staleness
   included); `algorithm.rollout_correction` turns that gap into importance weights.
 - `async/wait` is logged each step: the seconds the trainer waited for its batch (near 0 when generation hid
@@ -33,19 +33,15 @@ Design (as in the one-step-off pipelines of verl, SkyRL and NeMo-RL; staleness b
 from __future__ import annotations
 
 import copy
-import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from r1lab.algorithms.kl import k3
 from r1lab.config import RLConfig
-from r1lab.stages.rl_batch import Scored, UpdatePlan, gather_round, local_round
-from r1lab.stages.rl_forward import completion_logprobs
-from r1lab.training.distributed import all_reduce_sum, gather_objects
+from r1lab.stages.rl_batch import Scored, gather_round, local_round
 
 
 @dataclass
@@ -128,45 +124,3 @@ class AsyncRollouts:
     def _round(self, prompts: list[Any], positions: list[int]) -> Any:
         self.generations.append(self.version)
         return local_round(self.engine, self.runner, prompts, positions, self.cfg)
-
-
-def recompute_pi_old(
-    model: torch.nn.Module, plan: UpdatePlan, device: Any, temperature: float
-) -> tuple[UpdatePlan, dict[str, float]]:
-    """The plan with pi_old = the trainer's log-probs at the current weights (no grad, eval mode), before the
-    update (the sampler's stay in the given plan, for an importance weight). Also the mismatch metrics
-    between the two over every trained token of every rank (empty when no rank has one)."""
-    rows = plan.rows
-    trainer = rows.logprobs.clone()
-    kl_sum, tokens = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
-    low, high = math.inf, -math.inf
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for idx in plan.micro_batches:
-                if not idx:  # a zero-weight pass of a rank with fewer rows than micro-batches
-                    continue
-                part = rows.select(idx)
-                logp = completion_logprobs(model, model, part, device, temperature)[0].float().cpu()
-                trainer[idx, : logp.shape[1]] = logp
-                mask = part.completion_mask.bool()
-                if mask.any():
-                    kl_sum += k3(part.logprobs.float()[mask], logp[mask]).double().sum()
-                    tokens += mask.sum()
-                    log_r = (logp - part.logprobs.float())[mask]
-                    low, high = min(low, float(log_r.min())), max(high, float(log_r.max()))
-    finally:
-        if was_training:
-            model.train()
-    sums = all_reduce_sum({"kl": kl_sum, "tokens": tokens})
-    extremes = gather_objects((low, high))
-    low, high = min(e[0] for e in extremes), max(e[1] for e in extremes)
-    new = replace(plan, rows=replace(rows, logprobs=trainer))
-    if not float(sums["tokens"]):
-        return new, {}
-    return new, {
-        "mismatch/kl": float(sums["kl"]) / float(sums["tokens"]),
-        "mismatch/ratio_max": math.exp(min(high, 50.0)),
-        "mismatch/ratio_min": math.exp(max(low, -50.0)),
-    }
