@@ -479,6 +479,24 @@ def chat_cmd(
     chat(model, template=template, system=system, sampling=sampling, show_prompt=show_prompt)
 
 
+@app.command("vllm-serve")
+def vllm_serve_cmd(
+    model: Annotated[str, typer.Argument(help="the trainer's model: folder, name or hub id (weights are pushed)")],
+    host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 for other nodes")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8100,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto")] = "auto",
+    gpu_memory_utilization: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    seed: int = 0,
+) -> None:
+    """Serve vLLM for an RL run elsewhere (rollout.vllm_mode: server, rollout.server_address: HOST:PORT); the
+    key is R1LAB_VLLM_AUTHKEY (printed when unset). Serves run after run until Ctrl-C."""
+    from r1lab.models import resolve_model_path
+    from r1lab.rollout.vllm_server import serve
+
+    serve(resolve_model_path(model), host=host, port=port, dtype=dtype,
+          gpu_memory_utilization=gpu_memory_utilization, seed=seed)  # fmt: skip
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own progress bars only
     try:

