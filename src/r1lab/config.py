@@ -96,6 +96,8 @@ class TrainConfig(Strict):
     save_total_limit: int | None = Field(None, gt=0)  # keep only the newest N step checkpoints
     resume: bool | Literal["auto"] = False  # "auto": resume when a complete checkpoint exists
     report_to: list[ReportTo] = []
+    # several processes: ddp (a full copy each) or fsdp2 (weights, gradients, optimizer state sharded)
+    distributed: Literal["ddp", "fsdp2"] = "ddp"
 
 
 class TrainingStage(Strict):

@@ -35,11 +35,12 @@ from r1lab.stages.dpo_forward import (
 )
 from r1lab.stages.dpo_onpolicy import onpolicy_data
 from r1lab.stages.sft import _clip
-from r1lab.training.accel import build_accelerator, seed_everything
+from r1lab.training.accel import build_accelerator, prepare_model, seed_everything
 from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import save_checkpoint, save_final
 from r1lab.training.data_order import EpochOrder, shard
 from r1lab.training.distributed import reduce_sum
+from r1lab.training.fsdp import full_weights
 from r1lab.training.interrupt import StopFlag, StopRequested
 from r1lab.training.optim import build_optimizer, build_scheduler
 from r1lab.training.resume import restore, resume_point
@@ -69,7 +70,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
     order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)
     total = train.max_steps or max(1, math.ceil(train.epochs * order.steps_per_epoch))
 
-    model = accelerator.prepare(model)
+    model = prepare_model(accelerator, model, train)  # DDP, or sharded by FSDP2 (train.distributed)
     optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
     scheduler = build_scheduler(optimizer, cfg.optim, total)
     inner = accelerator.unwrap_model(model)  # runs the shared prompts (DDP: one wrapped forward per backward)
@@ -87,7 +88,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
                     where="train.output_dir",
                     fix="resume with the model and data that wrote it, or start a new output_dir",
                 )
-            reference = reference_logps(inner, dataset + held, pad_id, accelerator, train.batch_size)
+            with full_weights(inner):  # FSDP2: ranks score different numbers of pairs
+                reference = reference_logps(inner, dataset + held, pad_id, accelerator, train.batch_size)
 
     start = 0
     if resume_from is not None:
@@ -134,9 +136,10 @@ def run_dpo(cfg: DPOConfig) -> Path:
 
     def evaluate() -> dict[str, float]:
         rows = None if reference is None else reference[len(dataset) :]
-        return evaluate_pairs(
-            model, held, rows, online, cfg.loss, params, accelerator, pad_id, train.batch_size
-        )
+        with full_weights(inner):  # FSDP2: ranks score different numbers of held-out pairs
+            return evaluate_pairs(
+                model, held, rows, online, cfg.loss, params, accelerator, pad_id, train.batch_size
+            )
 
     step, began, window_pairs, window_time = start, time.perf_counter(), 0, 0.0
     model.train()

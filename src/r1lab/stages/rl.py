@@ -83,9 +83,10 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     from r1lab.data import read_prompt_data
     from r1lab.models import load_model
     from r1lab.rollout import make_engine
-    from r1lab.training.accel import build_accelerator, seed_everything
+    from r1lab.training.accel import build_accelerator, prepare_model, seed_everything
     from r1lab.training.checkpoint import DiskFull, save_checkpoint, save_final
     from r1lab.training.data_order import EpochOrder
+    from r1lab.training.fsdp import check_rl_shardable, full_weights
     from r1lab.training.interrupt import StopFlag, StopRequested
     from r1lab.training.optim import build_optimizer, build_scheduler
     from r1lab.training.resume import restore, resume_point
@@ -101,12 +102,16 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     model, tokenizer = load_model(cfg.model, trainable=True)
     prompts = check_before_rollout(cfg, runner, tokenizer, model, read=read)
 
-    optimizer = build_optimizer(model, cfg.optim)
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * len(prompts) / cfg.prompts_per_step)
+    if cfg.train.distributed == "fsdp2":  # the reference: a whole copy, made before the policy is sharded
+        check_rl_shardable(cfg)
+        reference = make_reference(model.to(accelerator.device), cfg)
+    model = prepare_model(accelerator, model, cfg.train)  # DDP, or sharded by FSDP2 (train.distributed)
+    optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps * cfg.algorithm.mu)
-    model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
-    reference = make_reference(policy, cfg)  # after prepare: a full copy lands on the policy's device
+    if cfg.train.distributed == "ddp":
+        reference = make_reference(policy, cfg)  # after prepare: a full copy lands on the policy's device
     engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
     temp = cfg.rollout.temperature or 1.0  # greedy rollouts report temperature-1 log-probs
 
@@ -128,9 +133,11 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         drop_samples_after(out / "samples.jsonl", step)
         console.print(f"rl: {_prompt_counts(prompts, cfg)}")
     if cfg.target_entropy is not None:  # AceReason: the sampling temperature from a probe batch
-        cfg = with_probed_temperature(
-            cfg, engine, policy, prompts, out, accelerator.device, resumed=resume_from is not None, main=main
-        )
+        with full_weights(policy):  # FSDP2: generation runs whole weights (see r1lab.training.fsdp)
+            resumed = resume_from is not None
+            cfg = with_probed_temperature(
+                cfg, engine, policy, prompts, out, accelerator.device, resumed=resumed, main=main
+            )
         temp = cfg.rollout.temperature
     order = EpochOrder(len(prompts), 1, cfg.train.seed, shuffle=cfg.data.shuffle).at  # position -> prompt
     producer = AsyncRollouts(cfg, engine, policy, tokenizer, runner) if cfg.rollout.async_ else None
@@ -163,7 +170,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 started = time.perf_counter()
                 # ---- roll out and score (dynamic sampling: drop flat groups, refill from the next prompts)
                 if producer is None:
-                    batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
+                    with full_weights(policy):  # FSDP2: ranks generate different numbers of tokens
+                        batch, seen = sample_batch(cfg, engine, runner, prompts, order, position)
                 else:  # async: take the batch generated during the last update, start the next one
                     batch, seen, staleness = _async_batch(
                         cfg, producer, policy, prompts, order, position, step, total_steps
@@ -236,7 +244,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 if prompts.eval is not None and every and step % every == 0 and step < total_steps:
                     if producer is not None:
                         producer.wait()  # the reward runner serves one caller at a time
-                    tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
+                    with full_weights(policy):
+                        tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
                 stop.check(accelerator)
     except BaseException as stopped:
         tracker.close()
@@ -249,7 +258,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         if producer is not None:
             producer.close()  # no thread left running, whatever ended the loop
     if prompts.eval is not None:  # and always after the last step
-        tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
+        with full_weights(policy):
+            tracker.log(step, evaluate_policy(policy, tokenizer, prompts.eval, runner, cfg))
     tracker.close()
     checkpoint()
     merge = bool(cfg.model.lora and cfg.model.lora.merge_on_save)

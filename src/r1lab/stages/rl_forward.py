@@ -28,6 +28,7 @@ from r1lab.algorithms.logprobs import entropy_from_logits, token_logprobs
 from r1lab.models.kv_cache import cache_kwarg
 from r1lab.rollout.padding import left_pad
 from r1lab.rollout.types import Rollouts, training_rows
+from r1lab.training.fsdp import is_sharded
 
 
 def completion_logprobs(
@@ -63,7 +64,8 @@ def completion_features(
 ) -> Tensor:
     """[B, T, D] whose position t predicts completion token t: the logits (D = V) when `head` is None, else
     the inputs of the output head (D = hidden size), which is then not run."""
-    if _checkpointing(prefix_model):
+    # FSDP2: every call of a sharded layer is a collective, so one forward per micro-batch on every rank
+    if _checkpointing(prefix_model) or is_sharded(prefix_model):
         return _plain(model, rows, device, head)
     prompt_of = {p: i for i, p in enumerate(dict.fromkeys(rows.prompt_index))}
     first_row = {p: r for r, p in reversed(list(enumerate(rows.prompt_index)))}

@@ -22,11 +22,12 @@ from r1lab.config import OTRConfig, SFTConfig, dump_config
 from r1lab.data import build_sft_dataset, collate, read_sft_data
 from r1lab.data.mask_thought import ThoughtMasker
 from r1lab.models import load_model
-from r1lab.training.accel import build_accelerator, seed_everything
+from r1lab.training.accel import build_accelerator, prepare_model, seed_everything
 from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import save_checkpoint, save_final
 from r1lab.training.data_order import EpochOrder, shard
 from r1lab.training.distributed import reduce_sum
+from r1lab.training.fsdp import full_weights
 from r1lab.training.hft import apply_hft, write_hft_record
 from r1lab.training.interrupt import StopFlag, StopRequested
 from r1lab.training.optim import build_optimizer, build_scheduler
@@ -65,7 +66,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     thought = cfg.mask_thought
     masker = thought and ThoughtMasker(thought, tokenizer, seed=train.seed, total_steps=total)
 
-    model = accelerator.prepare(model)
+    model = prepare_model(accelerator, model, train)  # DDP, or sharded by FSDP2 (train.distributed)
     optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
     scheduler = build_scheduler(optimizer, cfg.optim, total)  # stepped by hand: once per optimizer step
 
@@ -233,8 +234,8 @@ def _forward_loss(
 
 def _clip(accelerator: Any, model: Any, max_norm: float | None) -> float:
     params = [p for p in model.parameters() if p.grad is not None]
-    if max_norm is None:  # still report the norm
-        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
+    if max_norm is None:  # still report the norm (get_total_norm also sums FSDP2's gradient shards)
+        return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
     return float(accelerator.clip_grad_norm_(params, max_norm))
 
 
@@ -245,17 +246,18 @@ def evaluate(model: Any, examples: Any, cfg: SFTConfig, accelerator: Any, loss_f
     inner = accelerator.unwrap_model(model)  # no DDP hooks: ranks may run different numbers of batches
     mine = list(range(accelerator.process_index, len(examples), accelerator.num_processes))
     total = torch.zeros(2, device=accelerator.device)
-    for i in range(0, len(mine), cfg.train.batch_size):
-        batch = collate(
-            [examples[j] for j in mine[i : i + cfg.train.batch_size]],
-            pad_id,
-            packing=cfg.packing,
-            max_length=cfg.data.max_length,
-        )
-        targets = _shifted_targets(batch)
-        with accelerator.autocast():
-            summed = _forward_loss(inner, batch, targets, loss_fn, accelerator.device)
-        total += torch.stack([summed.float(), (targets != IGNORE_INDEX).sum().float().to(summed.device)])
+    with full_weights(inner):  # FSDP2: whole weights, so ranks may run different numbers of batches
+        for i in range(0, len(mine), cfg.train.batch_size):
+            batch = collate(
+                [examples[j] for j in mine[i : i + cfg.train.batch_size]],
+                pad_id,
+                packing=cfg.packing,
+                max_length=cfg.data.max_length,
+            )
+            targets = _shifted_targets(batch)
+            with accelerator.autocast():
+                summed = _forward_loss(inner, batch, targets, loss_fn, accelerator.device)
+            total += torch.stack([summed.float(), (targets != IGNORE_INDEX).sum().float().to(summed.device)])
     total = reduce_sum(total)
     model.train()
     return (total[0] / total[1].clamp(min=1)).item()

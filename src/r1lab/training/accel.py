@@ -87,6 +87,22 @@ def build_accelerator(train: TrainConfig, model: ModelConfig | None = None) -> t
     return accelerator, precision
 
 
+def prepare_model(accelerator: Accelerator, model: torch.nn.Module, train: TrainConfig) -> torch.nn.Module:
+    """The model ready to train: accelerate's DDP wrapper (one process: just on the device), or with
+    train.distributed fsdp2 on several processes sharded by FSDP2 (`r1lab.training.fsdp`). Build the
+    optimizer from the model this returns."""
+    if train.distributed == "fsdp2":
+        from r1lab.training.fsdp import check_shardable, shard_model
+
+        check_shardable(model)  # refused on one process too, so a config does not fail only when scaled up
+        if accelerator.num_processes > 1:
+            model = shard_model(model, accelerator.device)
+            if accelerator.mixed_precision != "no":  # what accelerate.prepare does for DDP: autocast forwards
+                model.forward = accelerator.autocast()(model.forward)
+            return model
+    return accelerator.prepare(model)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices) identically on every rank."""
     random.seed(seed)

@@ -32,6 +32,7 @@ from r1lab.errors import UserError
 from r1lab.models import save_model
 from r1lab.models.load import RESIDUAL_ADAPTER_FILE
 from r1lab.training.distributed import gather_objects
+from r1lab.training.fsdp import gathered_model, is_sharded, load_sharded, save_sharded
 from r1lab.training.rundir import write_state
 
 STATE_FILE = "trainer_state.pt"
@@ -82,16 +83,26 @@ def save_checkpoint(
     root = checkpoints_dir(output_dir)
     final = root / f"step-{step}"
     rng_all = gather_objects(rng_state())  # one entry per rank, in rank order
+    tmp = root / f".step-{step}.tmp"
+    sharded = is_sharded(model)
+    if sharded:  # FSDP2: every rank writes its shard of weights and optimizer state into the temporary folder
+        on_main(accelerator, lambda: shutil.rmtree(tmp, ignore_errors=True))
+        save_sharded(model, optimizer, tmp)
 
     def write() -> None:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".step-{step}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not sharded:
+            shutil.rmtree(tmp, ignore_errors=True)
         with disk_full_guard(output_dir, tmp, checkpoint_bytes(model, optimizer), f"checkpoint step-{step}"):
-            save_model(accelerator.unwrap_model(model), tokenizer, tmp)
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_all}
+            if sharded:
+                tokenizer.save_pretrained(tmp)
+            else:
+                save_model(accelerator.unwrap_model(model), tokenizer, tmp)
+            state = {"scheduler": scheduler.state_dict(), "rng": rng_all}
+            if not sharded:
+                state["optimizer"] = optimizer.state_dict()
             torch.save(state, tmp / STATE_FILE)
-            info = {"step": step, "world_size": accelerator.num_processes, **(meta or {})}
+            info = {"step": step, "world_size": accelerator.num_processes, "sharded": sharded, **(meta or {})}
             (tmp / META_FILE).write_text(json.dumps(info, indent=2))
         if final.exists():  # the same step saved again (e.g. an interrupt right after a periodic save)
             shutil.rmtree(final)
@@ -113,9 +124,11 @@ def save_final(
     """Write `<output_dir>/final/` (collective: call it on every rank); returns the folder a next stage loads
     (`final/merged` for a merged LoRA). A full disk is a DiskFull error, as for a checkpoint."""
     final = Path(output_dir) / "final"
+    # FSDP2: the full weights gathered onto rank 0, in an unsharded copy of the model (one merged folder)
+    full = gathered_model(model, accelerator.is_main_process) if is_sharded(model) else None
 
     def write() -> Path:
-        inner = accelerator.unwrap_model(model)
+        inner = full if full is not None else accelerator.unwrap_model(model)
         # save_model writes a temporary sibling and removes it when it fails; `final` is replaced only at the end
         with disk_full_guard(
             output_dir, None, checkpoint_bytes(inner, None) * (2 if merge_lora else 1), "final/"
@@ -238,9 +251,18 @@ def load_checkpoint(
     (`r1lab.training.resume.restore` first checks that the run agrees with the checkpoint.)"""
     path = Path(path)
     meta = json.loads((path / META_FILE).read_text())
-    load_weights(path, accelerator.unwrap_model(model))
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if is_sharded(model):
+        load_sharded(model, optimizer, path)
+    else:
+        if meta.get("sharded"):
+            raise UserError(
+                f"checkpoint {path} was written by an FSDP2 run (sharded weights)",
+                where="train.distributed",
+                fix="resume with train.distributed: fsdp2 on the same number of processes",
+            )
+        load_weights(path, accelerator.unwrap_model(model))
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"][accelerator.process_index])
     return meta
