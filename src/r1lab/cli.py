@@ -481,7 +481,9 @@ def chat_cmd(
 
 @app.command("vllm-serve")
 def vllm_serve_cmd(
-    model: Annotated[str, typer.Argument(help="the trainer's model: folder, name or hub id (weights are pushed)")],
+    model: Annotated[
+        str, typer.Argument(help="the trainer's model: folder, name or hub id (weights are pushed)")
+    ],
     host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 for other nodes")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8100,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto")] = "auto",
