@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from r1lab.cli import app
-from r1lab.config import RewardSpec
+from r1lab.config import RewardSpec, RolloutConfig
 from r1lab.rewards import RewardRunner
 from r1lab.rollout import HFEngine, SamplingParams
 from r1lab.rollout.step_values import Prefix, prefix_success, split_steps
+from r1lab.rollout.vllm import VLLMEngine
 from r1lab.stages.dpo_steps import collapse_step
 
 pytest.importorskip("vllm")
@@ -58,9 +59,11 @@ def test_per_step_pairs_with_the_vllm_engine(tmp_path, vllm_model_dir) -> None:
             assert row["cut_step"] == (k or len(parts)) and row["collapsed"] is (k is not None)
 
 
-def test_greedy_step_continuations_agree_with_the_hf_engine(tmp_path, engine, model, tokenizer) -> None:
+def test_greedy_step_continuations_agree_with_the_hf_engine(tmp_path, model, tokenizer) -> None:
+    # its own engine, not the session's: an in-process LLM torn down by an earlier test (the CLI runs above)
+    # takes vLLM's process-wide parallel groups with it, which a longer-lived engine still needs
     _, rewards = inputs(tmp_path)
-    engine.update_weights(model)
+    engine = VLLMEngine(RolloutConfig(engine="vllm"), model, tokenizer)
     messages = [{"role": "user", "content": "Say 3."}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
