@@ -6,7 +6,9 @@ update), `rl_forward.py` (the policy forward, each prompt run once for its G com
 `rl_checks.py` (everything that can be wrong with the input, checked before the first rollout).
 
 Choices worth knowing:
-- pi_old is the rollout policy: its log-probs come with the rollouts and are never recomputed. With mu == 1
+- pi_old is the rollout policy: its log-probs come with the rollouts and are not recomputed, except with
+  `rollout.async` or `algorithm.rollout_correction` (then the trainer recomputes them before the update and the
+  sampler's log-probs enter only through the importance weights: `rl_mismatch.off_policy_plan`). With mu == 1
   the ratio is 1 up to numerics (the update forward vs the decode forward), so the clip never bites and the
   gradient is -A * grad(logp); with mu > 1 the same rollout log-probs stay pi_old for every update.
 - A "step" is one generation batch; it makes `algorithm.mu` optimizer updates. `train.batch_size` is the
