@@ -10,7 +10,7 @@ may set `fn.correctness = True` (it is the run's accuracy reward), `fn.parses = 
 import importlib
 import importlib.util
 
-from r1lab.rewards import length, math_reward, ranking, text, tool_use, translation  # noqa: F401  (registers the built-in rewards)  # noqa: F401  (issue 15's rewards)
+from r1lab.rewards import length, math_reward, ranking, text, tool_use, translation  # noqa: F401  (registers the built-in rewards)
 from r1lab.rewards.loader import LoadedReward, load_reward
 from r1lab.rewards.registry import REWARDS, reward
 from r1lab.rewards.runner import RewardBatch, RewardRunner
