@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from r1lab.config import LoraConfig, ModelConfig
 from r1lab.errors import UserError
 from r1lab.models.cache import _replace_dir, resolve_model_path
+from r1lab.models.vlm import is_image_text_model
 
 if TYPE_CHECKING:
     import torch
@@ -68,6 +69,10 @@ def load_model(
     tokenizer = load_tokenizer(cfg, path=path)
     adapter = _adapter_config(Path(path))
     base = resolve_model_path(adapter["base_model_name_or_path"]) if adapter else path
+    if is_image_text_model(base):  # a VLM: its transformers class, LoRA on the language model only
+        from r1lab.models.vlm import load_vlm
+
+        return load_vlm(cfg, trainable=trainable)[0], tokenizer
     kwargs: dict[str, Any] = {
         "dtype": _resolve_dtype(cfg.dtype, Path(base)),
         "trust_remote_code": cfg.trust_remote_code,
@@ -153,7 +158,10 @@ RESIDUAL_ADAPTER_FILE = "adapter_residual.safetensors"  # the trained adapter ov
 
 
 def _wrap_lora(
-    model: PreTrainedModel, lora: LoraConfig, run_model: Callable[[], None] | None = None
+    model: PreTrainedModel,
+    lora: LoraConfig,
+    run_model: Callable[[], None] | None = None,
+    task_type: str = "CAUSAL_LM",  # SEQ_CLS: peft also trains the score head (modules_to_save)
 ) -> PreTrainedModel:
     import torch
     from peft import LoraConfig as PeftLoraConfig
@@ -164,7 +172,7 @@ def _wrap_lora(
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
         init_lora_weights=LORA_INITS[lora.init],
     )
     try:

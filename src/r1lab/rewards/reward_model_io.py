@@ -1,0 +1,142 @@
+"""Outcome reward models (ORM) on disk: build one from a causal LM, mark it, load it back, score with it.
+
+A reward model folder is a plain transformers sequence-classification model with one label
+(`AutoModelForSequenceClassification.from_pretrained(path)` loads it) plus `reward_model.json`, the marker
+r1lab writes (kind, base model, loss, and how a (prompt, completion) pair is templated: system prompt,
+max_length). A folder without the marker is refused with what it is instead (a causal LM, a LoRA adapter, a run
+folder ...), except a one-label sequence-classification model from elsewhere, scored with no system prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from r1lab.config import ModelConfig
+from r1lab.data.reward_data import conversation, pad_right, reward_ids
+from r1lab.errors import UserError
+from r1lab.models import load_model
+from r1lab.models.load import _wrap_lora
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+MARKER = "reward_model.json"
+FIX = "train one with kind: reward_model (r1lab reward-model CONFIG) and give its final/ folder"
+
+
+def build_reward_model(
+    cfg: ModelConfig, *, trainable: bool = True
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A one-label sequence-classification model on the body of the causal LM `cfg` names (its LM head
+    replaced by a fresh score head), with gradient checkpointing and LoRA (the head fully trained) as set."""
+    from transformers import AutoModelForSequenceClassification
+
+    causal, tokenizer = load_model(cfg, trainable=False)  # resolves named defaults, adapters, dtype
+    config = causal.config
+    config.num_labels, config.pad_token_id = 1, tokenizer.pad_token_id
+    config.architectures = None
+    model = AutoModelForSequenceClassification.from_config(
+        config, dtype=causal.dtype, trust_remote_code=cfg.trust_remote_code
+    )
+    model.base_model.load_state_dict(causal.base_model.state_dict())
+    del causal
+    if not trainable:
+        return model.eval().requires_grad_(False), tokenizer
+    model.train().requires_grad_(True)
+    if cfg.gradient_checkpointing:  # as load_model does it (the name since transformers 5.x, else the old)
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if cfg.lora:
+        model = _wrap_lora(model, cfg.lora, task_type="SEQ_CLS")
+    return model, tokenizer
+
+
+def write_marker(folder: Path, meta: dict[str, Any]) -> None:
+    (Path(folder) / MARKER).write_text(json.dumps({"kind": "orm", **meta}, indent=2) + "\n")
+
+
+def describe(folder: Path) -> str:
+    """What a folder that is not a reward model is, in a few words."""
+    if not folder.exists():
+        return "does not exist"
+    if folder.is_file():
+        return "is a GGUF file, not a reward model" if folder.suffix == ".gguf" else "is a file, not a folder"
+    if (folder / "final" / MARKER).is_file():
+        return "is a run folder, not a reward model (its reward model is in final/)"
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        return f"is a LoRA adapter (of {base}), not a reward model"
+    if not (folder / "config.json").is_file():
+        return "holds no model (no config.json)"
+    config = json.loads((folder / "config.json").read_text())
+    arch = (config.get("architectures") or [config.get("model_type", "unknown")])[0]
+    if arch.endswith("ForCausalLM"):
+        return f"is a causal LM ({arch}), not a reward model; train one with kind: reward_model"
+    return f"is a {arch} model, not a one-label reward model"
+
+
+def load_reward_model(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """(model in eval mode, tokenizer, meta) of a reward model folder; a UserError says what the folder is
+    when it is not one."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(path).expanduser()
+    if (folder / MARKER).is_file():
+        meta = json.loads((folder / MARKER).read_text())
+    else:
+        foreign = (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()
+        config = AutoConfig.from_pretrained(folder) if foreign else None
+        arch = (getattr(config, "architectures", None) or [""])[0]
+        if config is None or not arch.endswith("ForSequenceClassification") or config.num_labels != 1:
+            raise UserError(f"{folder} {describe(folder)}", where=str(path), fix=FIX)
+        meta = {"kind": "orm", "base_model": str(folder), "system_prompt": None, "max_length": None}
+    if meta.get("kind") != "orm":
+        raise UserError(
+            f"{folder} holds a {meta.get('kind')!r} reward model; this loader reads outcome reward models (orm)",
+            where=str(folder / MARKER),
+            fix=FIX,
+        )
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval().requires_grad_(False)
+    model.reward_meta = meta  # score() templates with it
+    return model, tokenizer, meta
+
+
+def score(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    completions: list[str],
+    batch_size: int = 16,
+) -> list[float]:
+    """The reward of each (prompt, completion), templated as the reward model was trained (the chat template
+    saved with it, its system prompt, its last max_length tokens)."""
+    import torch
+
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    meta = getattr(model, "reward_meta", {})
+    keep = meta.get("max_length")
+    sequences = [
+        reward_ids(tokenizer, conversation(p, c, meta.get("system_prompt")))
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+    sequences = [s[-keep:] if keep else s for s in sequences]
+    device = next(model.parameters()).device
+    out: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(sequences), batch_size):
+            ids, mask = pad_right(sequences[i : i + batch_size], tokenizer.pad_token_id)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out += logits[:, 0].float().tolist()
+    return out
