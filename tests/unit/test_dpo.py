@@ -208,8 +208,8 @@ def test_real_default_model_implicit_accuracy_rises(tmp_path, monkeypatch) -> No
             wrong = p["completion"].replace(f"Answer: {p['answer']}", f"Answer: {int(p['answer']) + 10}")
             f.write(json.dumps({"prompt": p["prompt"], "chosen": p["completion"], "rejected": wrong}) + "\n")
     cfg = make_cfg(
-        tmp_path, model_dir, "real", "data.max_length=256", "train.max_steps=8", "train.grad_accum=2",
-        "optim.lr=5e-6", "train.precision=auto", "beta=0.1",
+        tmp_path, model_dir, "real", "data.max_length=256", "train.max_steps=6", "train.grad_accum=1",
+        "optim.lr=2e-5", "train.precision=auto", "beta=0.1",
     )  # fmt: skip
     run_dpo(cfg)
     metrics = rows(Path(cfg.train.output_dir))
