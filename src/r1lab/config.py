@@ -235,6 +235,16 @@ class RewardSpec(Strict):
     failure_reward: float = 0.0  # given when the function raises or times out
 
 
+class RewardHackingConfig(Strict):
+    """RL with a learned reward (model:PATH): compare it each step with a verifier on the same samples
+    (r1lab.stages.rl_hacking); `verifier` names a reward of the stage, or one scored only for this (weight 0)."""
+
+    verifier: str  # a reward name (or its label in the logs), e.g. countdown or math
+    max_gap: float | None = None  # act when mean(learned) - mean(verifier) exceeds it; None: only log
+    action: Literal["warn", "stop"] = "warn"  # stop: checkpoint, then end the run with a message
+    patience: int = Field(1, gt=0)  # consecutive steps over max_gap before acting
+
+
 class RolloutCorrectionConfig(Strict):
     """Importance weights for a sampler that is not the trainer's current policy (vLLM, rollout.async);
     r1lab.algorithms.rollout_correction. Unset bounds: verl 0.9.1's presets (ROLLOUT_CORRECTION_BOUNDS)."""
@@ -357,6 +367,23 @@ class RLConfig(TrainingStage):
     # AceReason 1.1's rule: rollout.temperature is picked before training so that a probe batch's mean token
     # entropy at it is closest to this (the paper: 0.3); r1lab.stages.rl_temperature
     target_entropy: float | None = Field(None, gt=0)
+    reward_hacking: RewardHackingConfig | None = None  # learned reward vs a verifier, each step
+
+    @model_validator(mode="after")
+    def _hacking_needs_a_learned_reward(self) -> RLConfig:
+        hacking = self.reward_hacking
+        if hacking is None:
+            return self
+        if not any(r.name.strip().startswith("model:") for r in self.rewards):
+            raise ValueError(
+                "reward_hacking compares a learned reward with a verifier, but no reward is a learned one: add "
+                "{name: 'model:path/to/reward_model'} to rewards, or remove reward_hacking"
+            )
+        if hacking.verifier.strip().startswith("model:"):
+            raise ValueError("reward_hacking.verifier must be a verifiable reward (e.g. math), not a model:")
+        if hacking.max_gap is None and {"action", "patience"} & hacking.model_fields_set:
+            raise ValueError("reward_hacking.action and patience act on max_gap: set max_gap, or remove them")
+        return self
 
     @model_validator(mode="after")
     def _temperature_or_target_entropy(self) -> RLConfig:

@@ -31,6 +31,11 @@ from r1lab.stages.sft import run_sft
 ALLOWED = {
     ("SFTConfig", "kind"): "the stage discriminator: the pipeline reads it to pick the stage",
     ("RLConfig", "kind"): "the stage discriminator: the pipeline reads it to pick the stage",
+    # the monitor of a learned reward needs a reward model: test_learned_reward.py checks these four keys
+    **{
+        ("RewardHackingConfig", k): "read in test_learned_reward.py"
+        for k in ("verifier", "max_gap", "action", "patience")
+    },
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from r1lab.config import RewardSpec
 from r1lab.errors import UserError
+from r1lab.rewards.learned import is_learned, load_learned
 from r1lab.rewards.registry import REWARDS
 
 # Arguments every reward receives from the runner, never read from the dataset.
@@ -39,6 +40,7 @@ class LoadedReward:
     batched: bool = False
     parses: Callable[..., Any] | None = None  # whether a completion gives an answer it can read (per sample)
     is_parse_check: bool = False  # this is another reward's `parses` check (see parse_check)
+    in_process: bool = False  # scored in the runner's process, not the worker (rewards.learned: model:PATH)
 
     def __call__(self, completion: Any, **columns: Any) -> Any:
         columns.update(self.spec.kwargs)
@@ -54,6 +56,9 @@ class LoadedReward:
 def load_reward(spec: RewardSpec) -> LoadedReward:
     """Resolve `spec.name`, check `spec.kwargs` against the function, and bind them."""
     name = spec.name.strip()
+    if is_learned(name):  # model:PATH, a reward model (rewards/learned.py)
+        fn, label = load_learned(spec)
+        return LoadedReward(spec=spec, fn=fn, label=label, batched=True, in_process=True)
     registered = ":" not in name
     if registered:
         try:

@@ -54,9 +54,11 @@ class RewardBatch:
 def accuracy_index(rewards: Sequence[LoadedReward]) -> int | None:
     """The one rule for which reward is reported as accuracy (RL metrics, eval): the first reward marked as a
     correctness check (built-in `math`, `exact`, the tasks' rewards; a user function with `fn.correctness =
-    True`), else the first reward. None only when there are no rewards."""
+    True`), else the first reward that is not a learned one (model:PATH), else the first reward. None only
+    when there are no rewards."""
     marked = [i for i, r in enumerate(rewards) if r.correctness]
-    return marked[0] if marked else (0 if rewards else None)
+    verifiable = [i for i, r in enumerate(rewards) if not r.in_process]
+    return (marked or verifiable or [0])[0] if rewards else None
 
 
 def is_correct(value: float | None) -> bool:
@@ -94,7 +96,10 @@ class RewardRunner:
         check = self.rewards[self.accuracy_index].parse_check() if self.accuracy_index is not None else None
         self.functions = self.rewards + ([check] if check is not None else [])
         self.failure_log = FailureLog(errors_path)
-        self.worker = Worker(self.functions) if isolated else None
+        # learned rewards (model:PATH) are scored batched in this process; the worker gets the others
+        self.remote = [r for r, f in enumerate(self.functions) if not f.in_process]
+        remote_fns = [self.functions[r] for r in self.remote]
+        self.worker = Worker(remote_fns) if isolated and remote_fns else None
         if self.worker is not None:
             # Fork now, typically before the model is loaded: a small parent forks faster and holds no CUDA state.
             self.worker.start()
@@ -129,9 +134,13 @@ class RewardRunner:
         ]
         batch: Batch = (completions, prompts, columns)
         if self.worker is not None:
-            results = self.worker.run(batch, calls)
+            local = [c for c in calls if self.functions[c[0]].in_process]
+            index = {r: k for k, r in enumerate(self.remote)}
+            sent = [(index[r], i) for r, i in calls if r in index]
+            results = [(self.remote[k], *rest) for k, *rest in self.worker.run(batch, sent)] if sent else []
         else:
-            results = [evaluate(self.functions[c[0]], c, batch) for c in calls]
+            local, results = calls, []
+        results += [evaluate(self.functions[c[0]], c, batch) for c in local]
         scored = self._assemble(results, n)
         self.failure_log.record(scored.errors, completions, prompts, columns)
         return scored
@@ -178,6 +187,12 @@ class RewardRunner:
                 {"index": i, "reward": f"{label}/parses", "error": e} for i, e in enumerate(failed[-1]) if e
             ]
         return RewardBatch(total, per_function, failures, errors, accuracy, found)
+
+    def place(self, device: Any) -> None:
+        """Move the learned rewards (reward models, scored in this process) onto `device`, e.g. the policy's."""
+        for f in self.functions:
+            if f.in_process:
+                f.fn.to(device)
 
     def close(self) -> None:
         if self.worker is not None:

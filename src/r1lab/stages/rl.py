@@ -58,6 +58,7 @@ from r1lab.stages.rl_batch import (
 from r1lab.stages.rl_checks import check_before_rollout, check_names
 from r1lab.stages.rl_eval import evaluate_policy
 from r1lab.stages.rl_forward import completion_logprobs
+from r1lab.stages.rl_hacking import HackingMonitor, monitored_specs
 from r1lab.stages.rl_log import (
     RewardFailureStop,
     drop_samples_after,
@@ -77,7 +78,7 @@ def run_rl(cfg: RLConfig) -> Path:
     check_names(cfg)
     require_backends(cfg.train.report_to)
     # imports every reward function: a broken one fails here
-    with RewardRunner(cfg.rewards, errors_path=reward_errors_path(cfg)) as runner:
+    with RewardRunner(monitored_specs(cfg), errors_path=reward_errors_path(cfg)) as runner:
         return _train(cfg, runner)
 
 
@@ -115,6 +116,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     if cfg.train.distributed == "ddp":
         reference = make_reference(policy, cfg)  # after prepare: a full copy lands on the policy's device
     engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
+    runner.place(accelerator.device)  # learned rewards (model:PATH) score on the policy's device
+    hacking = HackingMonitor.of(cfg, runner)  # learned reward vs verifier (rl_hacking.py)
     temp = cfg.rollout.temperature or 1.0  # greedy rollouts report temperature-1 log-probs
 
     step, position, bad_in_row, skipped = 0, 0, 0, 0
@@ -208,6 +211,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
 
                 # ---- log
                 metrics = step_metrics(batch, seen, sums, runner) | mismatch
+                metrics |= hacking.update(seen) if hacking is not None else {}
                 gen_s = sum(s.gen_seconds for s in seen)
                 metrics.update(
                     {
@@ -227,6 +231,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                 if step % cfg.train.log_every == 0 or step == total_steps or bad:
                     tracker.log(step, metrics)
                 tracker.advance(step)
+                if hacking is not None:  # warn, or checkpoint and stop (reward_hacking)
+                    hacking.act(step, metrics, out, checkpoint, main)
                 if main and (step % cfg.samples_every == 0 or step == 1):
                     write_samples(out / "samples.jsonl", step, batch, advantages)
                 if bad_in_row >= cfg.max_bad_steps:
