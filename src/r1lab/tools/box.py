@@ -121,11 +121,15 @@ class ToolBox:
             status, text = self._worker.call(call.name, call.arguments, self.timeout_s)
         else:
             status, text = _invoke(tool.fn, call.arguments)
+        if isinstance(
+            text, ToolResult
+        ):  # a built-in that reports its own outcome (python: exit code, time limit)
+            self.stats.timeouts += text.timed_out
+            return text
         if status == "timeout":
             self.stats.timeouts += 1
-            return ToolResult(
-                f"Error: {call.name} did not finish within {self.timeout_s:g} s and was stopped", True
-            )
+            message = f"Error: {call.name} did not finish within {self.timeout_s:g} s and was stopped"
+            return ToolResult(message, error=True, timed_out=True)
         return ToolResult(
             text if status == "ok" else f"Error: {call.name} failed: {text}", error=status != "ok"
         )
@@ -141,14 +145,14 @@ class ToolBox:
         self.close()
 
 
-def _invoke(fn: Callable[..., Any], arguments: dict[str, Any]) -> tuple[str, str]:
+def _invoke(fn: Callable[..., Any], arguments: dict[str, Any]) -> tuple[str, str | ToolResult]:
     try:
         value = fn(**arguments)
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # a tool may even call sys.exit; the call fails, the run goes on
         return "error", f"{type(e).__name__}: {e}"
-    if isinstance(value, str):
+    if isinstance(value, (str, ToolResult)):
         return "ok", value
     try:
         return "ok", json.dumps(value, ensure_ascii=False)
@@ -182,7 +186,7 @@ class _Worker:
     conn: Any = None
     restarts: int = field(default=0)
 
-    def call(self, name: str, arguments: dict[str, Any], timeout_s: float) -> tuple[str, str]:
+    def call(self, name: str, arguments: dict[str, Any], timeout_s: float) -> tuple[str, str | ToolResult]:
         if self.process is None or not self.process.is_alive():
             self._start()
         try:

@@ -42,14 +42,16 @@ def build_toolbox(
             raise UserError(
                 f"tool spec {spec!r} has no name", where=here, fix=f"one of {BUILTINS} or module:function"
             )
-        tools.append(_build_one(name.strip(), options, here, corpus, sandbox_limits))
+        tools.append(_build_one(name.strip(), options, here, corpus, sandbox_limits, timeout_s))
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise UserError(f"two tools have the same name: {names}", where=where, fix="list each tool once")
     return ToolBox(tools, timeout_s=timeout_s, max_output_chars=max_output_chars)
 
 
-def _build_one(name: str, options: dict[str, Any], where: str, corpus: Any, limits: Any) -> Tool:
+def _build_one(
+    name: str, options: dict[str, Any], where: str, corpus: Any, limits: Any, timeout_s: float
+) -> Tool:
     if ":" not in name:
         if name not in BUILTINS:
             raise UserError(
@@ -63,7 +65,7 @@ def _build_one(name: str, options: dict[str, Any], where: str, corpus: Any, limi
         if name == "calculator":
             fn: Any = calculator
         elif name == "python":
-            fn = _python_tool(limits, where)
+            fn = _python_tool(limits, timeout_s, where)
         else:
             path = options.get("corpus", corpus)
             if path is None:
@@ -106,13 +108,15 @@ def _search_tool(path: Any, k: int, where: str) -> Any:
     return Corpus(path, k=k).search
 
 
-def _python_tool(limits: Any, where: str) -> Any:
+def _python_tool(limits: Any, timeout_s: float, where: str) -> Any:
     try:
-        return make_python_tool(limits)
+        return make_python_tool(limits, timeout_s)
     except ImportError as e:
         raise UserError(
             f"the python tool needs r1lab.sandbox, which cannot be imported: {e}", where=where
         ) from e
+    except UserError as e:  # the sandbox cannot start here: say so at start, naming the tool
+        raise UserError(f"the python tool cannot run: {e.what}", where=where, fix=e.fix) from e
 
 
 def load_function(name: str, where: str) -> Any:

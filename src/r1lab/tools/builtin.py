@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.errors import UserError
+from r1lab.tools.calls import ToolResult
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -150,11 +151,18 @@ def _read_corpus(path: Path) -> list[dict[str, str]]:
     return docs
 
 
-def make_python_tool(limits: Any = None) -> Callable[[str], str]:
-    """The `python` tool: runs code in r1lab's sandbox (imported here, when a tool box asks for it)."""
-    from r1lab.sandbox import run_python
+def make_python_tool(limits: Any = None, timeout_s: float = 10) -> Callable[[str], Any]:
+    """The `python` tool: runs code in r1lab's sandbox (imported here, when a tool box asks for it; a machine
+    that cannot run the sandbox is a UserError now, naming what is missing). Unset `limits` are the sandbox's
+    defaults with the tool box's `timeout_s` as the wall time."""
+    from dataclasses import replace
 
-    def python(code: str) -> str:
+    from r1lab.sandbox import SandboxLimits, check_sandbox, run_python
+
+    check_sandbox()
+    limits = limits or replace(SandboxLimits(), wall_s=timeout_s)
+
+    def python(code: str) -> ToolResult:
         """Run a Python program in a fresh sandbox and return what it printed (stdout, then stderr).
 
         Args:
@@ -165,13 +173,16 @@ def make_python_tool(limits: Any = None) -> Callable[[str], str]:
         if result.stderr:
             parts.append(f"[stderr]\n{result.stderr.rstrip()}")
         if result.timed_out:
-            parts.append("[the program was stopped: it ran past its time limit]")
+            parts.append(f"[the program was stopped: it ran past its time limit ({result.killed_reason})]")
         elif result.killed_reason:
             parts.append(f"[the program was stopped: {result.killed_reason}]")
         elif result.exit_code:
             parts.append(f"[exit code {result.exit_code}]")
         if result.truncated:
             parts.append("[output truncated by the sandbox]")
-        return "\n".join(parts) if parts else "(no output)"
+        failed = bool(result.exit_code) or result.killed_reason is not None
+        return ToolResult(
+            "\n".join(parts) if parts else "(no output)", error=failed, timed_out=result.timed_out
+        )
 
     return python

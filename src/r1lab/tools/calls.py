@@ -45,12 +45,14 @@ class ToolCall:
 
 @dataclass
 class ToolResult:
-    """What goes back to the model as the tool message's content. `error`: the call failed (the text says why)."""
+    """What goes back to the model as the tool message's content. `error`: the call failed (the text says why);
+    `timed_out`: it was stopped at its time limit (an error too)."""
 
     content: str
     error: bool = False
     truncated: bool = False
     seconds: float = 0.0
+    timed_out: bool = False
 
 
 def parse_tool_calls(text: str) -> list[ToolCall]:
