@@ -425,6 +425,16 @@ def eval_cmd(
     backend: Annotated[
         str, typer.Option(help="r1lab, or lm_eval: EleutherAI's lm-eval on the same prompts (greedy)")
     ] = "r1lab",
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="test-time selection over the --n samples (repeatable): majority, best_of_n:ORM_FOLDER, "
+            "weighted_majority:ORM_FOLDER; accuracy vs n goes to results.md and scaling.png"
+        ),
+    ] = None,
+    n_curve: Annotated[
+        str | None, typer.Option(help="n values of the --select curves, each <= --n, e.g. 1,4,16")
+    ] = None,
 ) -> None:
     """Greedy accuracy, pass@k, maj@k, mean length and format errors with 95% intervals; writes
     results.json, results.md, samples.jsonl (and reward_errors.jsonl when a reward call failed)."""
@@ -437,13 +447,30 @@ def eval_cmd(
                batch_size=batch_size, columns=parse_columns(columns or []), engine=engine)  # fmt: skip
     cfg = validate(EvalConfig, raw, "command line")
     folder = out or Path("runs/eval") / f"{Path(model).name}-{task or Path(data or '').stem}"
+    if (n_curve and not select) or (select and backend != "r1lab"):
+        raise UserError(
+            "--n-curve needs --select, and --select the r1lab backend",
+            where="r1lab eval",
+            fix="add e.g. --select majority, or drop --n-curve / --backend",
+        )
     if backend != "r1lab":
         from r1lab.eval.lm_eval_backend import run_backend
 
         print(run_backend(backend, model, cfg, folder))
         return
+    if select:  # checked, and reward models loaded, before anything is generated
+        from r1lab.eval import scaling
+
+        selects, ns = scaling.parse_selects(select), scaling.parse_n_curve(n_curve, n)
+        scorers = scaling.load_scorers(selects)
     results = run_eval(model, cfg, folder)
     print(results_markdown(results))
+    if select:
+        from r1lab.report.scaling_plot import scaling_plot
+
+        curves = scaling.run_scaling(results, folder, selects, ns, scorers, batch_size=batch_size)
+        print(scaling.scaling_markdown(curves))
+        scaling_plot(curves, folder / "scaling.png")
     console.print(f"[green]done[/green]: {folder}/results.json, results.md, samples.jsonl")
 
 

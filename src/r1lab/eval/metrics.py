@@ -47,13 +47,18 @@ def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool], k: int
     n = len(answers)
     if len(correct) != n or not 1 <= k <= n:
         raise ValueError(f"maj@k needs 1 <= k <= n and one correctness flag per answer, got n={n}, k={k}")
-    if math.comb(n, k) <= MAJ_EXACT_LIMIT:
-        subsets = list(itertools.combinations(range(n), k))
-    else:
-        rng = random.Random(seed)
-        subsets = [rng.sample(range(n), k) for _ in range(MAJ_EXACT_LIMIT)]
+    subsets = k_subsets(n, k, seed)
     total = sum(majority_correct([answers[i] for i in s], [correct[i] for i in s]) for s in subsets)
     return total / len(subsets)
+
+
+def k_subsets(n: int, k: int, seed: int = 0) -> list[Sequence[int]]:
+    """The k-subsets of range(n) an expectation over subsets averages: all C(n, k) of them when there are at
+    most MAJ_EXACT_LIMIT, else that many drawn uniformly at random (each without replacement), seeded."""
+    if math.comb(n, k) <= MAJ_EXACT_LIMIT:
+        return list(itertools.combinations(range(n), k))
+    rng = random.Random(seed)
+    return [rng.sample(range(n), k) for _ in range(MAJ_EXACT_LIMIT)]
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:

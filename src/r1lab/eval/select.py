@@ -1,0 +1,124 @@
+"""Test-time selection over n samples of one problem: majority vote, ORM best-of-n, ORM-weighted majority.
+
+Pure functions of the samples' extracted answers (None: no answer), their correctness and their ORM scores
+(the reward model's raw output, a logit). Each returns the chance that the selected completion is correct.
+
+- `majority`: the most frequent answer; None answers do not vote (metrics.majority_correct, as maj@k).
+- `best_of_n`: the completion with the highest ORM score.
+- `weighted_majority`: each answer's weight is the sum over its completions of sigmoid(score), the ORM's
+  probability that the completion is correct (Li et al. 2023 "Making LMs better reasoners" / Uesato et al.
+  2022 weight votes by verifier probability); None answers do not vote.
+
+Ties are broken by a uniform random choice among the tied leaders and counted as its expected value (the share
+of tied leaders that are correct), so every result is deterministic and majority agrees with eval's maj@k.
+
+The `*_at_k` forms are the unbiased estimators of a method's accuracy with k samples given n >= k drawn: the
+mean over k-subsets drawn without replacement (all of them when there are at most metrics.MAJ_EXACT_LIMIT,
+else that many random ones); best-of-n has an exact closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from itertools import groupby
+
+from r1lab.eval.metrics import k_subsets, maj_at_k
+
+Answers = Sequence[Hashable | None]
+METHODS_NEEDING_SCORES = ("best_of_n", "weighted_majority")
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _leaders_correct(values: dict, right: set) -> float:
+    """Expected correctness of a uniform pick among the keys with the largest value."""
+    if not values:
+        return 0.0
+    top = max(values.values())
+    leaders = [a for a, v in values.items() if v == top]
+    return sum(a in right for a in leaders) / len(leaders)
+
+
+def best_of_n_correct(scores: Sequence[float], correct: Sequence[bool]) -> float:
+    """Whether the highest-scored completion is right (a tie: the share of tied completions that are right)."""
+    if len(scores) != len(correct) or not scores:
+        raise ValueError(f"best-of-n needs one score per completion, got {len(scores)} and {len(correct)}")
+    top = max(scores)
+    tied = [ok for s, ok in zip(scores, correct, strict=True) if s == top]
+    return sum(tied) / len(tied)
+
+
+def weighted_majority_correct(answers: Answers, scores: Sequence[float], correct: Sequence[bool]) -> float:
+    """Whether the answer with the largest summed sigmoid(score) is right; None answers do not vote."""
+    weights: dict = {}
+    for a, s in zip(answers, scores, strict=True):
+        if a is not None:
+            weights[a] = weights.get(a, 0.0) + sigmoid(s)
+    right = {a for a, ok in zip(answers, correct, strict=True) if ok and a is not None}
+    return _leaders_correct(weights, right)
+
+
+def best_of_n_at_k(scores: Sequence[float], correct: Sequence[bool], k: int) -> float:
+    """Expected best-of-k accuracy over the k-subsets of the n samples, exactly.
+
+    Group the samples by score, highest first; with A samples scored above a group of m (c of them right), the
+    subset's best lies in that group with probability [C(n-A, k) - C(n-A-m, k)] / C(n, k), and a uniform tie-break
+    inside the group is right with probability c/m (whichever of its members the subset holds).
+    """
+    n = len(scores)
+    if len(correct) != n or not 1 <= k <= n:
+        raise ValueError(f"best-of-k needs 1 <= k <= n and one score per sample, got n={n}, k={k}")
+    ranked = sorted(zip(scores, correct, strict=True), key=lambda sc: -sc[0])
+    total, above = 0.0, 0
+    for _, group in groupby(ranked, key=lambda sc: sc[0]):
+        flags = [ok for _, ok in group]
+        m = len(flags)
+        p_best = math.comb(n - above, k) - math.comb(n - above - m, k)
+        total += p_best * sum(flags) / m
+        above += m
+    return total / math.comb(n, k)
+
+
+def weighted_majority_at_k(
+    answers: Answers, scores: Sequence[float], correct: Sequence[bool], k: int, seed: int = 0
+) -> float:
+    """Expected weighted-majority accuracy over k-subsets of the n samples (see the module docstring)."""
+    n = len(answers)
+    if len(scores) != n or len(correct) != n or not 1 <= k <= n:
+        raise ValueError(f"weighted majority@k needs 1 <= k <= n and one score per sample, got n={n}, k={k}")
+    subsets = k_subsets(n, k, seed)
+    total = sum(
+        weighted_majority_correct([answers[i] for i in s], [scores[i] for i in s], [correct[i] for i in s])
+        for s in subsets
+    )
+    return total / len(subsets)
+
+
+def _majority_at_k(
+    answers: Answers, scores: Sequence[float] | None, correct: Sequence[bool], k: int
+) -> float:
+    return maj_at_k(answers, correct, k)
+
+
+def _best_of_n_at_k(
+    answers: Answers, scores: Sequence[float] | None, correct: Sequence[bool], k: int
+) -> float:
+    assert scores is not None
+    return best_of_n_at_k(scores, correct, k)
+
+
+def _weighted_at_k(
+    answers: Answers, scores: Sequence[float] | None, correct: Sequence[bool], k: int
+) -> float:
+    assert scores is not None
+    return weighted_majority_at_k(answers, scores, correct, k)
+
+
+AT_K: dict[str, Callable[[Answers, Sequence[float] | None, Sequence[bool], int], float]] = {
+    "majority": _majority_at_k,
+    "best_of_n": _best_of_n_at_k,
+    "weighted_majority": _weighted_at_k,
+}

@@ -1,0 +1,173 @@
+"""Test-time selection (eval/select.py) and the scaling curves (eval/scaling.py) on hand-computed cases."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from r1lab.errors import UserError
+from r1lab.eval.metrics import maj_at_k
+from r1lab.eval.scaling import parse_n_curve, parse_selects, scaling_curves, scaling_markdown
+from r1lab.eval.select import (
+    best_of_n_at_k,
+    best_of_n_correct,
+    sigmoid,
+    weighted_majority_at_k,
+    weighted_majority_correct,
+)
+
+
+def test_sigmoid_is_stable_and_symmetric():
+    assert sigmoid(0.0) == 0.5
+    assert sigmoid(2.0) == pytest.approx(1 / (1 + math.exp(-2)))
+    assert sigmoid(-1000.0) == 0.0 and sigmoid(1000.0) == 1.0
+
+
+def test_majority_tie_counts_half_and_none_does_not_vote():
+    # "7" twice (right), "8" twice (wrong), None three times: a 2-2 tie -> 0.5
+    answers = ["7", "8", None, "7", None, "8", None]
+    correct = [True, False, False, True, False, False, False]
+    assert maj_at_k(answers, correct, 7) == 0.5
+    # k = 2 over the 21 pairs, by hand: both "7" -> 1 pair right; a "7" with None -> 2*3 = 6 right;
+    # "7" with "8" -> 4 pairs tied -> 0.5 each = 2; the rest score 0. (1 + 6 + 2) / 21
+    assert maj_at_k(answers, correct, 2) == pytest.approx(9 / 21)
+
+
+def test_best_of_n_picks_the_highest_score_and_splits_ties():
+    assert best_of_n_correct([0.1, 2.0, -1.0], [False, True, False]) == 1.0
+    assert best_of_n_correct([0.1, 2.0, -1.0], [True, False, True]) == 0.0
+    assert best_of_n_correct([3.0, 3.0, 1.0, 3.0], [True, False, True, False]) == pytest.approx(1 / 3)
+
+
+def test_weighted_majority_by_summed_sigmoid():
+    # "a": sigmoid(2) = 0.881 (one vote, wrong); "b": 2 * sigmoid(-1) = 0.538 (two votes, right)
+    answers, scores = ["a", "b", "b"], [2.0, -1.0, -1.0]
+    assert weighted_majority_correct(answers, scores, [False, True, True]) == 0.0
+    # with "b" at score 0: 2 * 0.5 = 1.0 > 0.881 -> "b" wins where plain majority also would
+    assert weighted_majority_correct(answers, [2.0, 0.0, 0.0], [False, True, True]) == 1.0
+    # a None answer carrying the largest score does not vote
+    assert weighted_majority_correct([None, "b"], [9.0, -3.0], [False, True]) == 1.0
+    # equal weights tie -> half
+    assert weighted_majority_correct(["a", "b"], [1.0, 1.0], [True, False]) == 0.5
+    assert weighted_majority_correct([None, None], [1.0, 1.0], [False, False]) == 0.0
+
+
+def _brute(fn, n: int, k: int) -> float:
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(fn(list(s)) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6])
+def test_best_of_n_at_k_closed_form_equals_enumeration(k):
+    scores = [0.5, 2.0, 2.0, -1.0, 0.5, 3.0]  # two ties
+    correct = [True, False, True, True, False, False]
+    want = _brute(lambda s: best_of_n_correct([scores[i] for i in s], [correct[i] for i in s]), 6, k)
+    assert best_of_n_at_k(scores, correct, k) == pytest.approx(want, abs=1e-12)
+
+
+def test_best_of_n_at_k_hand_values():
+    # scores 3 > 2 > 1, right = [no, yes, yes]: k=1 -> 2/3; k=2: best is 3 (wrong) in 2 of 3 pairs -> 1/3
+    assert best_of_n_at_k([3.0, 2.0, 1.0], [False, True, True], 1) == pytest.approx(2 / 3)
+    assert best_of_n_at_k([3.0, 2.0, 1.0], [False, True, True], 2) == pytest.approx(1 / 3)
+    assert best_of_n_at_k([3.0, 2.0, 1.0], [False, True, True], 3) == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_weighted_majority_at_k_equals_enumeration(k):
+    answers = ["1", "2", "1", None, "3"]
+    scores = [0.2, 1.5, -0.4, 4.0, 0.0]
+    correct = [True, False, True, False, False]
+    want = _brute(
+        lambda s: weighted_majority_correct(
+            [answers[i] for i in s], [scores[i] for i in s], [correct[i] for i in s]
+        ),
+        5,
+        k,
+    )
+    assert weighted_majority_at_k(answers, scores, correct, k) == pytest.approx(want, abs=1e-12)
+
+
+def test_subset_estimator_is_unbiased_over_draws():
+    """Averaging the estimator over every n-sample draw from a pool equals the accuracy with k fresh samples."""
+    pool_a, pool_s, pool_c = ["1", "2", "1", "3"], [1.0, 2.0, -1.0, 0.0], [True, False, True, False]
+    k, n = 2, 3
+    draws = list(itertools.combinations(range(4), n))
+    mean_of_estimates = sum(
+        weighted_majority_at_k([pool_a[i] for i in d], [pool_s[i] for i in d], [pool_c[i] for i in d], k)
+        for d in draws
+    ) / len(draws)
+    direct = _brute(
+        lambda s: weighted_majority_correct(
+            [pool_a[i] for i in s], [pool_s[i] for i in s], [pool_c[i] for i in s]
+        ),
+        4,
+        k,
+    )
+    assert mean_of_estimates == pytest.approx(direct, abs=1e-12)
+
+
+def _rows(problems: list[list[tuple[str | None, bool, int]]]) -> list[dict]:
+    return [
+        {"problem": p, "answer": a, "correct": c, "length": length}
+        for p, samples in enumerate(problems)
+        for a, c, length in samples
+    ]
+
+
+def test_scaling_curves_points_tokens_and_intervals():
+    # problem 0: answers 5, 5, 6 (5 right); problem 1: 1, 2, 2 (1 right); ORM favours the right ones
+    sampled = _rows(
+        [
+            [("5", True, 4), ("5", True, 6), ("6", False, 2)],
+            [("1", True, 3), ("2", False, 3), ("2", False, 3)],
+        ]
+    )
+    scores = {"orm": [1.0, 1.0, -1.0, 5.0, -2.0, -2.0]}
+    tokens = {"orm": [10, 10, 10, 20, 20, 20]}
+    out = scaling_curves(sampled, [("majority", None), ("best_of_n", "orm")], [1, 3], scores, tokens)
+    maj, bon = out["curves"]
+    # majority at n=3: problem 0 right, problem 1 wrong -> 0.5; at n=1: (2/3 + 1/3) / 2 = 0.5
+    assert [p["accuracy"] for p in maj["points"]] == pytest.approx([0.5, 0.5])
+    # best-of-3 picks score 1.0 (tie of two right) and 5.0 (right) -> 1.0; best-of-1 = mean correctness = 0.5
+    assert [p["accuracy"] for p in bon["points"]] == pytest.approx([0.5, 1.0])
+    # tokens: n x mean length per problem, summed: n=1 -> 4 + 3 = 7, n=3 -> 12 + 9 = 21; scored 10+20 / 30+60
+    assert [p["tokens_generated"] for p in bon["points"]] == [7, 21]
+    assert [p["tokens_scored"] for p in bon["points"]] == [30, 90] and maj["points"][0]["tokens_scored"] == 0
+    assert out["tokens_generated"] == 21 and out["tokens_scored"] == {"orm": 90}
+    lo, hi = bon["points"][0]["accuracy_ci95"]
+    assert lo < 0.5 < hi
+    table = scaling_markdown(out)
+    assert "| best_of_n:orm | 3 | 1.000 [" in table and "| majority | 1 | 0.500 [" in table
+
+
+def test_scaling_curves_refuse_fewer_samples_than_n():
+    sampled = _rows([[("5", True, 4), ("5", True, 6)]])
+    with pytest.raises(UserError, match="fewer than n = 3"):
+        scaling_curves(sampled, [("majority", None)], [3], {}, {})
+
+
+def test_parse_selects_and_n_curve():
+    assert parse_selects(["majority", "best_of_n:/m", "weighted_majority:/m", "majority"]) == [
+        ("majority", None),
+        ("best_of_n", "/m"),
+        ("weighted_majority", "/m"),
+    ]
+    for bad, message in [
+        (["prm_min"], "unknown selection 'prm_min'"),
+        (["best_of_n"], "needs a reward model"),
+        (["weighted_majority:"], "needs a reward model"),
+        (["majority:/m"], "takes no reward model"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            parse_selects(bad)
+    assert parse_n_curve("16, 1,4", 16) == [1, 4, 16]
+    assert parse_n_curve(None, 12) == [1, 2, 4, 8, 12]
+    with pytest.raises(UserError, match=r"\[64\] outside 1..16") as e:
+        parse_n_curve("1,64", 16)
+    assert "--n 64" in (e.value.fix or "")
+    with pytest.raises(UserError, match="several samples"):
+        parse_n_curve("1", 1)
+    with pytest.raises(UserError, match="not a list of integers"):
+        parse_n_curve("1,four", 8)
