@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from sft_throughput import clocks  # (wall time, CPU time of this process)
+from trl_side import StepClock, clocks, spent, trainer_args
 
 
 def write_pairs(path: Path, n: int, seed: int) -> None:
@@ -114,13 +114,13 @@ def run_r1lab(args: argparse.Namespace, model_dir: str, data: Path, out: Path) -
         },
     )
     ends: list[tuple[float, float]] = []
-    spent: list[float] = []
+    precompute_times: list[float] = []
     advance, precompute = Tracker.advance, dpo_stage.reference_logps
 
     def timed_precompute(*a: Any, **k: Any) -> Any:
         began = time.perf_counter()
         table = precompute(*a, **k)
-        spent.append(time.perf_counter() - began)
+        precompute_times.append(time.perf_counter() - began)
         return table
 
     Tracker.advance = lambda self, step: (ends.append(clocks()), advance(self, step))[1]  # step-end hook
@@ -133,9 +133,8 @@ def run_r1lab(args: argparse.Namespace, model_dir: str, data: Path, out: Path) -
     return {
         "losses": [r["loss"] for r in rows if "loss" in r],
         "pairs": args.batch_size * (len(ends) - 1),
-        "seconds": ends[-1][0] - ends[0][0],
-        "cpu_seconds": ends[-1][1] - ends[0][1],
-        "precompute_s": sum(spent),
+        **spent(ends),
+        "precompute_s": sum(precompute_times),
     }
 
 
@@ -143,7 +142,7 @@ def run_trl(
     args: argparse.Namespace, model_dir: str, pairs: list[dict[str, list[int]]], out: Path
 ) -> dict[str, Any]:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+    from transformers import AutoModelForCausalLM, PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
     from r1lab.config import ModelConfig
@@ -164,39 +163,16 @@ def run_trl(
                 losses.append(float((loss[0] if isinstance(loss, tuple) else loss).detach()))
             return loss
 
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[tuple[float, float]] = []
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            self.ends.append(clocks())
-
     keys = ("prompt_ids", "chosen_ids", "rejected_ids")
     dataset = Dataset.from_list([{k: ex[k] for k in keys} for ex in pairs])
     clock = StepClock()
     config = DPOConfig(
-        output_dir=str(out),
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1,
-        max_steps=args.steps,
-        learning_rate=args.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
+        **trainer_args(args, out),
         weight_decay=0.0,
-        max_grad_norm=1.0,
-        bf16=args.precision == "bf16",
-        use_cpu=True,
         gradient_checkpointing=False,
-        max_length=args.max_length,
         loss_type=["sigmoid"],
         beta=args.beta,
         precompute_ref_log_probs=True,
-        train_sampling_strategy="sequential",
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=args.seed,
-        disable_tqdm=True,
     )
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     began = time.perf_counter()  # the trainer precomputes the reference log-probs while it is built
@@ -213,8 +189,7 @@ def run_trl(
     return {
         "losses": losses,
         "pairs": args.batch_size * (len(clock.ends) - 1),
-        "seconds": clock.ends[-1][0] - clock.ends[0][0],
-        "cpu_seconds": clock.ends[-1][1] - clock.ends[0][1],
+        **spent(clock.ends),
         "precompute_s": precompute_s,
     }
 

@@ -22,16 +22,12 @@ import argparse
 import json
 import random
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def clocks() -> tuple[float, float]:
-    """(wall time, CPU time of this process): on a shared machine CPU time is the steadier measure."""
-    return time.perf_counter(), time.process_time()
+from trl_side import StepClock, clocks, spent, trainer_args
 
 
 def write_chats(path: Path, n: int, seed: int) -> None:
@@ -86,8 +82,7 @@ def run_r1lab(args: argparse.Namespace, model_dir: str, data: Path, out: Path) -
     return {
         "losses": [r["loss"] for r in rows],
         "tokens": sum(r["tokens"] for r in rows[1:]),
-        "seconds": ends[-1][0] - ends[0][0],
-        "cpu_seconds": ends[-1][1] - ends[0][1],
+        **spent(ends),
     }
 
 
@@ -95,7 +90,7 @@ def run_trl(
     args: argparse.Namespace, model_dir: str, data: Path, out: Path, gradient_checkpointing: bool
 ) -> dict[str, Any]:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     from r1lab.config import DataConfig, ModelConfig
@@ -111,39 +106,9 @@ def run_trl(
         ]
     )
 
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[tuple[float, float]] = []
-            self.logs: list[dict[str, float]] = []
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            self.ends.append(clocks())
-
-        def on_log(self, _args: Any, _state: Any, _control: Any, logs: dict | None = None, **__: Any) -> None:
-            if logs and "loss" in logs:
-                self.logs.append(logs)
-
     clock = StepClock()
     config = SFTConfig(
-        output_dir=str(out),
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1,
-        max_steps=args.steps,
-        learning_rate=args.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
-        max_grad_norm=1.0,
-        bf16=args.precision == "bf16",
-        use_cpu=True,
-        gradient_checkpointing=gradient_checkpointing,
-        packing=args.packing,
-        max_length=args.max_length,
-        train_sampling_strategy="sequential",
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=args.seed,
-        disable_tqdm=True,
+        **trainer_args(args, out), gradient_checkpointing=gradient_checkpointing, packing=args.packing
     )
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     trainer = SFTTrainer(
@@ -154,8 +119,7 @@ def run_trl(
     return {
         "losses": [log["loss"] for log in clock.logs],
         "tokens": cumulative[-1] - cumulative[0],
-        "seconds": clock.ends[-1][0] - clock.ends[0][0],
-        "cpu_seconds": clock.ends[-1][1] - clock.ends[0][1],
+        **spent(clock.ends),
     }
 
 
