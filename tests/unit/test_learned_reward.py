@@ -10,7 +10,8 @@ import pytest
 import torch
 from rl_testkit import read_metrics, rl_config, single_thread, write_inputs
 from test_config_reads import read_leaves, reads  # noqa: F401  (reads: the attribute-read recorder fixture)
-from transformers import AutoModelForSequenceClassification
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
 from r1lab.config import RewardHackingConfig, RewardSpec, RLConfig, validate
 from r1lab.errors import UserError
@@ -18,7 +19,7 @@ from r1lab.rewards import RewardRunner
 from r1lab.rewards.reward_model_io import load_reward_model, score
 from r1lab.stages.rl import run_rl
 from r1lab.stages.rl_hacking import HackingMonitor, pearson
-from tiny import tiny_config
+from tiny import CORPUS, tiny_config
 
 PROMPTS = ["What is 2 + 2?", "Name a colour.", "What is 2 + 2?"]
 COMPLETIONS = ["4", "The sky is blue, so blue.", "It is 5 I think"]
@@ -37,18 +38,39 @@ def _one_thread():
     yield from single_thread()
 
 
-@pytest.fixture(scope="module")
-def orm_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+def build_orm(path: Path, tokenizer: PreTrainedTokenizerFast) -> Path:
     """A tiny random outcome reward model: a one-label sequence classifier with r1lab's marker file."""
-    path = tmp_path_factory.mktemp("orm") / "final"
     torch.manual_seed(1)
-    config = tiny_config(tiny_tokenizer)
+    config = tiny_config(tokenizer)
     config.num_labels = 1
     AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     marker = {"kind": "orm", "base_model": "tiny", "system_prompt": None, "max_length": None}
     (path / "reward_model.json").write_text(json.dumps(marker))
     return path
+
+
+@pytest.fixture(scope="module")
+def orm_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    return build_orm(tmp_path_factory.mktemp("orm") / "final", tiny_tokenizer)
+
+
+def other_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer with its own vocabulary and chat markers: nothing like the policy's BPE."""
+    words = sorted(
+        {w for line in CORPUS for w in line.split()} | {w for t in PROMPTS + COMPLETIONS for w in t.split()}
+    )
+    vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]", "[EOS]", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + ' [EOS] ' }}{% endfor %}"
+    )
+    fast.save_pretrained(path)
+    return fast
 
 
 def _direct(orm_dir: Path, prompts: list[str], completions: list[str]) -> list[float]:
@@ -73,6 +95,22 @@ def test_model_reward_is_the_reward_models_score(orm_dir):
     raw = RewardRunner([RewardSpec(name=f"model:{orm_dir}", kwargs={"sigmoid": False})], isolated=False)
     logits = raw.score(COMPLETIONS, PROMPTS, _columns(3)).per_function[label]
     assert torch.tensor(logits).sigmoid().tolist() == pytest.approx(direct, abs=1e-6)
+
+
+def test_a_reward_model_with_another_tokenizer_scores_the_text(tmp_path, tiny_model_dir, tiny_tokenizer):
+    """The reward model re-tokenizes prompt and completion text with its own tokenizer."""
+    orm = build_orm(tmp_path / "orm", other_tokenizer(tmp_path / "tok"))
+    theirs = AutoTokenizer.from_pretrained(orm)
+    assert theirs(COMPLETIONS[1])["input_ids"] != tiny_tokenizer(COMPLETIONS[1])["input_ids"]
+    with RewardRunner([RewardSpec(name=f"model:{orm}")]) as runner:
+        got = runner.score(COMPLETIONS, PROMPTS, _columns(3)).per_function["model:orm"]
+    assert got == pytest.approx(_direct(orm, PROMPTS, COMPLETIONS), abs=1e-6)
+    cfg = rl_config(
+        tmp_path, tiny_model_dir, {"rewards": [{"name": f"model:{orm}"}], "train": {"max_steps": 1}}
+    )
+    run_rl(cfg)  # the policy's completions (its own token ids) are scored as text
+    (row,) = read_metrics(tmp_path / "run")
+    assert 0 < row["reward/model:orm/mean"] < 1
 
 
 def test_mixing_by_weight_is_the_weighted_sum(tmp_path, orm_dir):
