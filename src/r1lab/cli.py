@@ -216,8 +216,8 @@ def data_make(
     """Write a built-in task's problems (prompt, answer, step-by-step completion) as JSONL to see and edit."""
     import yaml
 
-    from r1lab.data.jsonl import write_jsonl
     from r1lab.tasks import get_task
+    from r1lab.tasks.visual import write_task_file
 
     options = {}
     for item in option or []:
@@ -227,7 +227,7 @@ def data_make(
         options[key.strip()] = yaml.safe_load(value)
     records = get_task(task).generate(n, seed=seed, split=split, **options)
     path = out or Path(f"{task}-{split}.jsonl")
-    write_jsonl(path, records)
+    write_task_file(path, records)  # a visual task's images go to images/ beside the file
     console.print(f"[green]wrote[/green] {len(records)} {task} problems ({split}) to {path}")
 
 

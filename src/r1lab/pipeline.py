@@ -30,7 +30,6 @@ from r1lab.config import (
     load_yaml,
     validate,
 )
-from r1lab.data.jsonl import write_jsonl
 from r1lab.errors import UserError
 
 console = Console(stderr=True)
@@ -56,6 +55,7 @@ def write_task_files(recipe: RecipeConfig, root: Path) -> dict[str, Path]:
     if recipe.task is None:
         return {}
     from r1lab.tasks import get_task
+    from r1lab.tasks.visual import write_task_file
 
     task = get_task(recipe.task.name)
     files = {}
@@ -63,7 +63,7 @@ def write_task_files(recipe: RecipeConfig, root: Path) -> dict[str, Path]:
         path = root / "data" / f"{split}.jsonl"
         if not path.is_file():
             records = task.generate(size, seed=recipe.task.seed, split=split, **recipe.task.options)
-            write_jsonl(path, records)
+            write_task_file(path, records)  # a visual task's images go beside it
         files[split] = path
     return files
 
