@@ -213,6 +213,9 @@ def test_a_bad_corpus_is_a_user_error_naming_the_line(tmp_path):
     assert f"{corpus}:2" in str(e.value)
     with pytest.raises(UserError, match="needs a corpus"):
         build_toolbox(["search"])
+    with pytest.raises(UserError, match="k must be a positive integer, got 0") as e:
+        build_toolbox([{"name": "search", "corpus": str(corpus), "k": 0}])
+    assert "tools[0].k" in str(e.value)
 
 
 def test_a_raising_tool_and_a_dying_tool_return_errors_and_the_box_goes_on():
@@ -300,7 +303,8 @@ def test_build_toolbox_user_tools_from_a_file_and_with_an_explicit_schema(tmp_pa
         build_toolbox(["calculator", "calculator"])
 
 
-# A Qwen2.5-style template with tool support (its tools block, and tool messages as <tool_response> user turns).
+# A Qwen2.5-style template with tool support: its tools block, and tool messages as <tool_response> blocks,
+# consecutive ones in one user turn (Qwen2.5-Instruct's template, less its tool_calls and default system text).
 TOOLS_TEMPLATE = (
     "{%- if tools %}{{- '<|im_start|>system\\n' }}"
     "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
@@ -313,7 +317,9 @@ TOOLS_TEMPLATE = (
     "{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message['role'] == 'tool' %}"
-    "{{- '<|im_start|>user\\n<tool_response>\\n' + message['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
     "{%- elif not (loop.first and message['role'] == 'system' and tools) %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}{%- endfor %}"
@@ -329,6 +335,9 @@ def test_rendering_with_a_tools_template_and_with_the_fallback_give_the_same_pro
         {"role": "assistant", "content": '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n'
                                          "</tool_call>"},
         {"role": "tool", "name": "calculator", "content": "42"},
+        {"role": "tool", "name": "calculator", "content": "43"},
+        {"role": "assistant", "content": "42"},
+        {"role": "tool", "name": "calculator", "content": "44"},
     ]  # fmt: skip
     with_tools = copy.deepcopy(tiny_tokenizer)
     with_tools.chat_template = TOOLS_TEMPLATE
@@ -339,7 +348,9 @@ def test_rendering_with_a_tools_template_and_with_the_fallback_give_the_same_pro
         f"<|im_start|>system\nBe brief.\n\n{box.system_prompt_fallback()}<|im_end|>\n"
         "<|im_start|>user\nWhat is 6 * 7?<|im_end|>\n"
         f"<|im_start|>assistant\n{messages[2]['content']}<|im_end|>\n"
-        "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\n42\n</tool_response>\n<tool_response>\n43\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n42<|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\n44\n</tool_response><|im_end|>\n"
         "<|im_start|>assistant\n"
     )
     assert f"<tools>\n{schema}\n</tools>" in native

@@ -72,7 +72,10 @@ def _build_one(
                 raise UserError(
                     "the search tool needs a corpus", where=where, fix='{"name": "search", "corpus": FILE}'
                 )
-            fn = _search_tool(path, int(options.get("k", 3)), where)
+            k = options.get("k", 3)
+            if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                raise UserError(f"search: k must be a positive integer, got {k!r}", where=f"{where}.k")
+            fn = _search_tool(path, k, where)
         return Tool(fn, function_schema(fn, where), isolated=False)
     unknown = set(options) - {"parameters", "description"}
     if unknown:

@@ -3,9 +3,9 @@
 A template that supports tools (it reads the `tools` variable, as Qwen2.5's and Llama 3.1's do) gets the
 schemas through `apply_chat_template(..., tools=...)` and the tool messages as they are. For a template without
 tool support (SmolLM2's), r1lab's plain tagged fallback: the tool instructions (`ToolBox.system_prompt_fallback`,
-the Hermes/Qwen text) are put at the top of the system message, and each `{"role": "tool", "content": TEXT}`
-message becomes a user turn `<tool_response>\\nTEXT\\n</tool_response>` (what Qwen's own template renders for a
-tool message). The model's calls stay in the assistant text as it wrote them, `<tool_call>...</tool_call>`.
+the Hermes/Qwen text) follow the system message's own text (or are the system message), and each
+`{"role": "tool", "content": TEXT}` message becomes a user turn `<tool_response>\\nTEXT\\n</tool_response>`,
+consecutive ones one user turn of such blocks joined by newlines: what Qwen2.5's template renders for them. The model's calls stay in the assistant text as it wrote them, `<tool_call>...</tool_call>`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ def fallback_messages(messages: list[dict[str, Any]], toolbox: ToolBox) -> list[
         if i == 0 and message["role"] == "system":
             out.append({"role": "system", "content": f"{message['content']}\n\n{instructions}"})
         elif message["role"] == "tool":
-            out.append(
-                {"role": "user", "content": f"<tool_response>\n{message['content']}\n</tool_response>"}
-            )
+            block = f"<tool_response>\n{message['content']}\n</tool_response>"
+            if i > 0 and messages[i - 1]["role"] == "tool":  # consecutive results share one user turn
+                out[-1] = {"role": "user", "content": f"{out[-1]['content']}\n{block}"}
+            else:
+                out.append({"role": "user", "content": block})
         else:
             out.append(message)
     return out
