@@ -213,10 +213,11 @@ def test_turn_limit_budget_length_and_malformed_calls(tokenizer):
 
 
 def test_bad_arguments_are_refused(tokenizer):
+    engine, box, sampling = ScriptedEngine(tokenizer, {}), add_box(), SamplingParams()
     with pytest.raises(UserError, match="max_turns"):
-        run_episodes(
-            ScriptedEngine(tokenizer, {}), tokenizer, add_box(), [[1]], 1, SamplingParams(), max_turns=0
-        )
+        run_episodes(engine, tokenizer, box, [[1]], 1, sampling, max_turns=0)
+    with pytest.raises(UserError, match="prompt 1 has 5 tokens, leaving no room in an episode of at most 5"):
+        run_episodes(engine, tokenizer, box, [[1], [1] * 5], 1, sampling, max_turns=2, max_episode_tokens=5)
 
 
 def test_logprobs_equal_one_forward_over_the_whole_episode(tiny_model_dir, tokenizer):

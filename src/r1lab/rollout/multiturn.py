@@ -172,6 +172,14 @@ def run_episodes(
         from r1lab.tools.calls import parse_tool_calls as parse
     fmt = fmt or ToolFormat(tokenizer, toolbox)
     budget = _budget(engine, max_episode_tokens)
+    for i, p in enumerate(prompt_ids):
+        if len(p) >= budget:
+            raise UserError(
+                f"prompt {i} has {len(p)} tokens, leaving no room in an episode of at most {budget} tokens "
+                "(max_episode_tokens, or the model's context)",
+                where="rollout.max_episode_tokens / data.max_length",
+                fix="raise max_episode_tokens (up to the context) or drop long prompts",
+            )
     stop = sampling.stop if TOOL_STOP in sampling.stop else (*sampling.stop, TOOL_STOP)
     episodes = [_Live(i, list(p), len(p)) for i, p in enumerate(prompt_ids) for _ in range(n)]
     for turn in range(max_turns):
