@@ -11,13 +11,9 @@ from r1lab.config import RewardSpec
 from r1lab.errors import UserError
 from r1lab.rewards import RewardRunner, load_reward
 from r1lab.rewards.code import extract_code
-from r1lab.sandbox import check_sandbox
+from r1lab.sandbox import check_sandbox, sandbox_problem
 
-try:
-    check_sandbox()
-    MISSING = None
-except UserError as exc:
-    MISSING = str(exc)
+MISSING = sandbox_problem()
 needs_sandbox = pytest.mark.skipif(MISSING is not None, reason=f"sandbox unavailable: {MISSING}")
 
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]
@@ -54,7 +50,7 @@ def test_fraction_of_tests_passed():
 @needs_sandbox
 def test_a_hanging_test_fails_alone():
     code = "def add(a, b):\n    while a < 0:\n        pass\n    return a + b"
-    assert score(answer(code), timeout_s=4) == pytest.approx(2 / 3)
+    assert score(answer(code), timeout_s=6) == pytest.approx(2 / 3)  # 1.2 s for the hanging one
 
 
 @needs_sandbox

@@ -17,16 +17,13 @@ from pathlib import Path
 import pytest
 
 from r1lab.errors import UserError
-from r1lab.sandbox import SandboxLimits, SandboxResult, check_sandbox, run_python
+from r1lab.sandbox import SandboxLimits, SandboxResult, check_sandbox, run_python, sandbox_problem
 from r1lab.sandbox import run as sandbox_run
 
-try:
-    check_sandbox()
-    MISSING = None
-except UserError as exc:
-    MISSING = str(exc)
+MISSING = sandbox_problem()
 needs_sandbox = pytest.mark.skipif(MISSING is not None, reason=f"sandbox unavailable: {MISSING}")
-QUICK = SandboxLimits(cpu_s=2, wall_s=4, memory_mb=256, max_processes=16)
+# wall time generous: these programs end in well under a second, but the machine running the tests may be loaded
+QUICK = SandboxLimits(cpu_s=2, wall_s=30, memory_mb=256, max_processes=16)
 
 
 @pytest.fixture
@@ -94,7 +91,7 @@ def test_fork_bomb_is_capped_and_contained():
     assert error == "BlockingIOError" and 0 < int(count) <= QUICK.max_processes
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     result = run_python(bomb, limits=SandboxLimits(cpu_s=2, wall_s=2, max_processes=16))
-    assert result.timed_out and result.exit_code is None and result.killed_reason == "wall_time"
+    assert result.timed_out and result.killed_reason in ("wall_time", "cpu_time")  # whichever comes first
 
 
 @needs_sandbox
@@ -108,7 +105,7 @@ def test_memory_bombs_fail_inside():
 
 @needs_sandbox
 def test_cpu_loop_and_sleep_are_stopped():
-    spin = run_python("while True:\n    pass\n", limits=SandboxLimits(cpu_s=1, wall_s=10))
+    spin = run_python("while True:\n    pass\n", limits=SandboxLimits(cpu_s=1, wall_s=120))
     assert spin.timed_out and spin.killed_reason == "cpu_time"
     sleep = run_python("import time\ntime.sleep(60)\n", limits=SandboxLimits(cpu_s=5, wall_s=1))
     assert sleep.timed_out and sleep.killed_reason == "wall_time" and sleep.exit_code is None

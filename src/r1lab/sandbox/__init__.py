@@ -34,6 +34,6 @@ Defaults (SandboxLimits): cpu_s 5, wall_s 10, memory_mb 512, max_processes 32, m
 stream, max_file_bytes 16 MiB; the tmpfs is memory_mb in size.
 """
 
-from r1lab.sandbox.run import SandboxLimits, SandboxResult, check_sandbox, run_python
+from r1lab.sandbox.run import SandboxLimits, SandboxResult, check_sandbox, run_python, sandbox_problem
 
-__all__ = ["SandboxLimits", "SandboxResult", "check_sandbox", "run_python"]
+__all__ = ["SandboxLimits", "SandboxResult", "check_sandbox", "run_python", "sandbox_problem"]

@@ -121,6 +121,15 @@ def check_sandbox() -> None:
         )
 
 
+def sandbox_problem() -> str | None:
+    """What keeps this machine from running the sandbox (check_sandbox's message), or None."""
+    try:
+        check_sandbox()
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def _base_args() -> list[str]:
     args = ["bwrap", "--unshare-all", "--unshare-user", *_bwrap_flags(), "--die-with-parent", "--new-session"]
     uid = str(SANDBOX_UID)
