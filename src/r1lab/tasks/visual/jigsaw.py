@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from PIL import Image
@@ -20,8 +21,11 @@ from r1lab.tasks.visual.base import VisualTask
 from r1lab.tasks.visual.draw import COLOURS, problem_id, random_scene, render_scene
 
 
+@lru_cache(maxsize=8)
 def gradient(size: int) -> Image.Image:
-    """Red rises left to right, blue top to bottom (green fixed): a piece's colour gives its cell."""
+    """Red rises left to right, blue top to bottom (green fixed): a piece's colour gives its cell.
+
+    Cached: callers must not draw on it (render_scene draws on a copy)."""
     red = Image.linear_gradient("L").rotate(90).resize((size, size))
     blue = Image.linear_gradient("L").resize((size, size))
     green = Image.new("L", (size, size), 90)
