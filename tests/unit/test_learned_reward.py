@@ -238,5 +238,8 @@ def test_bad_inputs(tmp_path, tiny_model_dir, orm_dir):
     learned = [{"name": f"model:{orm_dir}"}]
     with pytest.raises(UserError, match="act on max_gap"):
         validate(RLConfig, {**base, "rewards": learned, "reward_hacking": {"verifier": "x", "patience": 2}})
+    cfg = rl_config(tmp_path, tiny_model_dir, {"rewards": learned, "reward_hacking": {"verifier": "mathh"}})
+    with pytest.raises(UserError, match=r"where: reward_hacking\.verifier"):
+        run_rl(cfg)
     with pytest.raises(UserError, match="not a model:"):
         validate(RLConfig, {**base, "rewards": learned, "reward_hacking": {"verifier": f"model:{orm_dir}"}})

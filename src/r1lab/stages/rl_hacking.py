@@ -26,6 +26,7 @@ from typing import Any
 from r1lab.config import RewardHackingConfig, RewardSpec, RLConfig
 from r1lab.errors import UserError
 from r1lab.rewards.learned import is_learned
+from r1lab.rewards.loader import load_reward
 from r1lab.stages.rl_batch import Scored
 
 
@@ -41,7 +42,16 @@ def monitored_specs(cfg: RLConfig) -> list[RewardSpec]:
     specs = list(cfg.rewards)
     hacking = cfg.reward_hacking
     if hacking is not None and not any(hacking.verifier.strip() in _names(s) for s in specs):
-        specs.append(RewardSpec(name=hacking.verifier.strip(), weight=0.0))
+        extra = RewardSpec(name=hacking.verifier.strip(), weight=0.0)
+        try:  # a name that is no reward: say it is the monitor's key, not one of `rewards`
+            load_reward(extra)
+        except UserError as e:
+            raise UserError(
+                e.what,
+                where=f"reward_hacking.verifier ({e.where})",
+                fix=f"name one of the stage's rewards or another verifiable reward; {e.fix}",
+            ) from None
+        specs.append(extra)
     return specs
 
 
