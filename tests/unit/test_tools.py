@@ -385,3 +385,25 @@ def test_python_tool_runs_code_in_the_sandbox_and_is_stopped_at_its_timeout():
     hung = box.run(call("python", code="while True:\n    pass"))
     assert hung.error and hung.timed_out and "ran past its time limit" in hung.content
     assert (box.stats.calls, box.stats.errors, box.stats.timeouts) == (3, 2, 1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("r1lab.sandbox") is None, reason="r1lab.sandbox is not there")
+def test_a_machine_without_bubblewrap_is_an_error_at_start_naming_it(monkeypatch):
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real_which(name, *a, **k)
+    )
+    from r1lab.sandbox import check_sandbox
+
+    clear = getattr(check_sandbox, "cache_clear", lambda: None)  # it remembers a machine that could run it
+    clear()
+    try:
+        with pytest.raises(
+            UserError, match=r"the python tool cannot run: bubblewrap \(bwrap\) not found"
+        ) as e:
+            build_toolbox(["calculator", "python"])
+    finally:
+        clear()
+    assert "tools[1]" in str(e.value) and "apt-get install bubblewrap" in str(e.value)
