@@ -190,6 +190,18 @@ def models_list() -> None:
     Console().print(table)
 
 
+@models_app.command("compose")
+def models_compose(
+    llm: Annotated[str, typer.Option("--llm", help="language model: named default, HF folder or hub id")],
+    vision: Annotated[str, typer.Option("--vision", help="vision tower preset: small-vit or tiny-vit")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write the composed model to")],
+) -> None:
+    """Build a LLaVA-class VLM: a random SigLIP tower + projector and the LLM's weights, as a plain HF folder."""
+    from r1lab.models.compose import compose_vlm
+
+    console.print(f"composed {llm} + {vision}: {compose_vlm(llm, vision, out)}")
+
+
 @models_app.command("info")
 def models_info(model: str) -> None:
     """Show a model's architecture, size, dtype, special tokens and whether it has a chat template (name, folder,

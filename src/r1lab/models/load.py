@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from r1lab.config import LoraConfig, ModelConfig
 from r1lab.errors import UserError
 from r1lab.models.cache import _replace_dir, resolve_model_path
+from r1lab.models.vlm import is_image_text_model
 
 if TYPE_CHECKING:
     import torch
@@ -68,6 +69,10 @@ def load_model(
     tokenizer = load_tokenizer(cfg, path=path)
     adapter = _adapter_config(Path(path))
     base = resolve_model_path(adapter["base_model_name_or_path"]) if adapter else path
+    if is_image_text_model(base):  # a VLM: its transformers class, LoRA on the language model only
+        from r1lab.models.vlm import load_vlm_model
+
+        return load_vlm_model(cfg, trainable=trainable), tokenizer
     kwargs: dict[str, Any] = {
         "dtype": _resolve_dtype(cfg.dtype, Path(base)),
         "trust_remote_code": cfg.trust_remote_code,
