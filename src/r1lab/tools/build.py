@@ -32,7 +32,8 @@ def build_toolbox(
     where: str = "tools",
 ) -> ToolBox:
     """`corpus`: the `search` tool's JSONL when its spec gives none; `sandbox_limits`: the python tool's
-    `r1lab.sandbox.SandboxLimits` (None: the sandbox's defaults); `where`: the config key, for errors."""
+    `r1lab.sandbox.SandboxLimits` (None: the sandbox's defaults, with `timeout_s` as the wall time); `timeout_s`:
+    each call's time limit; `where`: the config key, for errors."""
     tools = []
     for i, spec in enumerate(specs):
         here = f"{where}[{i}]"
