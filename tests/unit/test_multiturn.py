@@ -257,3 +257,23 @@ def test_logprobs_equal_one_forward_over_the_whole_episode(tiny_model_dir, token
         runs = int((loss[1:] & ~loss[:-1]).sum()) + int(loss[0])
         assert runs == ep.info[r].turns
     assert checked == int(ep.loss_mask.sum()) > 0
+
+
+def test_a_tool_box_that_raises_becomes_an_error_message(tokenizer):
+    class Raising(ToolBox):
+        def run(self, call: ToolCall):
+            raise RuntimeError("disk on fire")
+
+    box = Raising([Tool(add, function_schema(add, "test"), isolated=False)])
+    fmt = ToolFormat(tokenizer, box)
+    prompt = fmt.prompt_ids([{"role": "user", "content": "What is 12 + 7?"}])
+    engine = ScriptedEngine(tokenizer, {"12 + 7": [CALL, "no idea" + IM_END]})
+    ep = run_episodes(
+        engine, tokenizer, box, [prompt], 1, SamplingParams(max_new_tokens=80), max_turns=3, fmt=fmt
+    )
+    info = ep.info[0]
+    assert (info.turns, info.tool_calls, info.tool_errors, info.finish_reason) == (2, 1, 1, "answer")
+    assert (
+        "<tool_response>\nerror: the tool 'add' failed: RuntimeError: disk on fire\n</tool_response>"
+        in ep.texts[0]
+    )
