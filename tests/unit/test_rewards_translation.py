@@ -108,3 +108,20 @@ def test_tool_call_penalty_without_count_and_bad_values() -> None:
     for kwargs in ({"allowed": -1}, {"penalty": -0.1}, {"allowed": 1.5}, {"tool_calls": 3}):
         with pytest.raises(UserError):
             load_reward(RewardSpec(name="tool_call_penalty", kwargs=kwargs))
+
+
+def test_through_the_isolated_runner_with_the_episodes_tool_calls() -> None:
+    from r1lab.rewards import RewardRunner
+
+    specs = [
+        RewardSpec(name="translation", kwargs={"metric": "chrf"}),
+        RewardSpec(name="tool_call_penalty", kwargs={"allowed": 1, "penalty": 0.25}),
+    ]
+    chrf = sacrebleu.sentence_chrf(HYP, [REF]).score
+    columns = [{"answer": REF, "tool_calls": 3}, {"answer": REF, "tool_calls": 0}, {"answer": REF}]
+    with RewardRunner(specs, isolated=True) as runner:
+        batch = runner.score([tagged(HYP), HYP, tagged(REF)], ["q"] * 3, columns)
+    assert batch.per_function["translation"] == pytest.approx([1 + chrf / 100, -2.0, 2.0])
+    assert batch.per_function["tool_call_penalty"] == [-0.5, 0.0, None]
+    assert batch.total.tolist() == pytest.approx([1 + chrf / 100 - 0.5, -2.0, 2.0])
+    assert batch.failures == {"translation": 0, "tool_call_penalty": 0}

@@ -67,11 +67,10 @@ class Grounding(VisualTask):
         unique = [k for k in kinds if sum((b["colour"], b["shape"]) == k for b in boxes) == 1]
         kind, relation, anchor = self._pick(rng, kinds, colours), None, None
         others = [k for k in unique if k != kind]
-        if others and rng.random() < 0.6:  # 15% of anchors may be absent: then the answer is none
+        absent = [(c, s) for c in colours for s in SHAPES if (c, s) not in kinds]
+        if others and rng.random() < 0.6:  # an anchor is unique in the image, or (15%) absent: answer none
             relation = rng.choice(sorted(RELATIONS))
-            anchor = rng.choice(others) if rng.random() < 0.85 else self._pick(rng, kinds, colours)
-            if anchor == kind:
-                anchor = rng.choice(others)
+            anchor = rng.choice(absent) if absent and rng.random() < 0.15 else rng.choice(others)
         expression = f"the {' '.join(kind)}" + (f" {relation} the {' '.join(anchor)}" if anchor else "")
         gold = matches(boxes, kind, relation, anchor)
         answer = ", ".join(map(str, gold)) or "none"
