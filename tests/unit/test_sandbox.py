@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from r1lab.errors import UserError
-from r1lab.sandbox import SandboxLimits, SandboxResult, check_sandbox, run_python, sandbox_problem
+from r1lab.sandbox import SandboxLimits, SandboxResult, check_sandbox, run_python, sandbox_problem, seccomp
 from r1lab.sandbox import run as sandbox_run
 
 MISSING = sandbox_problem()
@@ -165,6 +165,29 @@ def test_no_network_not_even_the_hosts_loopback():
     finally:
         server.close()
     assert "CONNECTED" not in result.stdout and result.stdout.count("no ") == 3, result
+
+
+@needs_sandbox
+@pytest.mark.skipif(not seccomp.available(), reason="libseccomp is not installed")
+def test_seccomp_refuses_inet_sockets_and_ptrace_but_not_unix_sockets():
+    code = (
+        "import ctypes, socket\ntry:\n    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\nexcept OSError as e:\n"
+        "    print('inet6', e.errno)\na, b = socket.socketpair()\na.send(b'x')\nprint('unix', b.recv(1))\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\nprint('ptrace', libc.ptrace(0, 0, 0, 0), ctypes.get_errno())\n"
+    )
+    result = run_python(code, limits=QUICK)
+    assert result.stdout == "inet6 1\nunix b'x'\nptrace -1 1\n", result  # 1: EPERM
+
+
+@needs_sandbox
+def test_filling_the_working_directory_stops_at_its_memory():
+    code = (
+        "for i in range(12):\n    open(f'f{i}', 'wb').write(b'x' * (15 * 2**20))\n    print(i, flush=True)\n"
+    )
+    result = run_python(code, limits=SandboxLimits(memory_mb=128, wall_s=30))
+    written = len(result.stdout.split())
+    assert not result.ok and written < 9  # 9 x 15 MiB > 128 MiB: a full tmpfs or the memory cgroup stops it
+    assert result.killed_reason == "memory" or "No space left" in result.stderr, result
 
 
 @needs_sandbox

@@ -294,12 +294,12 @@ def run_python(
             if stopped is not None:
                 _kill(proc)
             status = proc.wait()
+        reason = stopped or _reason(status, group)  # before close(): an OOM kill is read from the cgroup
     finally:
         for fd in fds:
             os.close(fd)
         group.close()
     out, err = (bytes(b).decode("utf-8", errors="replace") for b in streams.values())
-    reason = stopped or _reason(status, group)
     return SandboxResult(
         stdout=out,
         stderr=err,
