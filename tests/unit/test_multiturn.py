@@ -220,10 +220,12 @@ def test_bad_arguments_are_refused(tokenizer):
         run_episodes(engine, tokenizer, box, [[1], [1] * 5], 1, sampling, max_turns=2, max_episode_tokens=5)
 
 
-def test_logprobs_equal_one_forward_over_the_whole_episode(tiny_model_dir, tokenizer):
+@pytest.mark.parametrize("model_dir", ["tiny_model_dir", "tiny_qwen_dir"])
+def test_logprobs_equal_one_forward_over_the_whole_episode(model_dir, tokenizer, request):
     """The key property: with a real model, the sampler's log-probs of the model's tokens in every turn equal
     those of one forward over prompt + every turn + every tool segment, at the loss-mask positions."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    path = request.getfixturevalue(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     box = add_box()
 
     def parse(text: str) -> list[ToolCall]:
