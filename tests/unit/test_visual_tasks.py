@@ -221,3 +221,17 @@ def test_write_visual_jsonl_layout(tmp_path) -> None:
 def test_bad_options(name: str, options: dict) -> None:
     with pytest.raises(UserError):
         get_task(name).generate(1, **options)
+
+
+def test_data_make_writes_the_images_beside_the_file(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from r1lab.cli import app
+
+    out = tmp_path / "visual" / "route.jsonl"
+    result = CliRunner().invoke(app, ["data", "make", "route", "--n", "2", "--out", str(out), "-o", "rows=4"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row, record in zip(rows, get_task("route").generate(2, rows=4), strict=True):
+        path = out.parent / row["prompt"][0]["content"][0]["image"]
+        assert path.read_bytes() == record["images"][0] and row["rows"] == 4
