@@ -91,6 +91,15 @@ def dpo(config: Path, overrides: Overrides = None, resume: Resume = False) -> No
     _done(f"model in {out}")
 
 
+@app.command("reward-model")
+def reward_model(config: Path, overrides: Overrides = None, resume: Resume = False) -> None:
+    """Outcome reward model: a scalar head trained on labelled completions (bce) or pairs (bradley_terry)."""
+    from r1lab.stages.reward_model import run_reward_model
+
+    out = run_reward_model(_stage_config("reward_model", config, overrides, resume))
+    _done(f"reward model in {out}")
+
+
 @app.command()
 def merge(
     config: Annotated[Path, typer.Argument(help="a mergekit-style YAML: merge_method, base_model, models")],

@@ -640,12 +640,37 @@ class ExportConfig(Strict):
         return self
 
 
+class RewardModelConfig(TrainingStage):
+    """An outcome reward model (ORM): a one-label sequence-classification head on a causal LM, trained on
+    labelled completions (loss bce) or preference pairs (loss bradley_terry); see r1lab.stages.reward_model."""
+
+    kind: Literal["reward_model"] = "reward_model"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig  # prompt + completion + label (0/1) rows, or chosen + rejected (+ prompt) pairs
+    optim: OptimConfig = OptimConfig(lr=1e-5)
+    train: TrainConfig = TrainConfig(output_dir="runs/reward_model", batch_size=8)  # rows/pairs a micro-batch
+    loss: str = "bce"  # name in r1lab.algorithms.reward_losses.REWARD_LOSSES
+
+    @model_validator(mode="after")
+    def _final_is_a_full_model(self) -> RewardModelConfig:
+        lora = self.model.lora
+        if lora is not None and (lora.merge_on_save or "merge_on_save" in lora.model_fields_set):
+            raise ValueError(
+                "model.lora.merge_on_save: a reward model's final/ is always the merged full model (so that "
+                "AutoModelForSequenceClassification loads it): remove the key"
+            )
+        if self.train.distributed == "fsdp2":
+            raise ValueError("train.distributed: fsdp2 is not supported by the reward_model stage: use ddp")
+        return self
+
+
 STAGE_KINDS = {
     "sft": SFTConfig,
     "rl": RLConfig,
     "merge": MergeConfig,
     "dpo": DPOConfig,
     "export": ExportConfig,
+    "reward_model": RewardModelConfig,
 }
 
 

@@ -282,6 +282,7 @@ STAGE_RUNNERS: dict[str, str] = {
     "dpo": "r1lab.stages.dpo:run_dpo",
     "merge": "r1lab.stages.merge:run_merge",
     "export": "r1lab.stages.export:run_export",
+    "reward_model": "r1lab.stages.reward_model:run_reward_model",
 }
 
 
