@@ -190,3 +190,32 @@ def test_load_reward_model_says_what_a_folder_is(tmp_path, tiny_model_dir) -> No
     (run / "final" / "reward_model.json").write_text("{}")
     with pytest.raises(UserError, match=r"is a run folder.*final/"):
         load_reward_model(run)
+
+
+@pytest.mark.multiproc
+def test_two_processes_match_one(tmp_path, tiny_model_dir) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from test_sft_processes import write_config  # any stage config: its dump with train keys replaced
+
+    cfg = make_cfg(tmp_path, tiny_model_dir, "one", "train.max_steps=3", "loss=bradley_terry", rows=[
+        {"prompt": f"Is {i} + {i} = {2 * i}?", "chosen": "yes", "rejected": "no " * (i % 3 + 1)} for i in range(8)
+    ])  # fmt: skip
+    one = run_reward_model(cfg)
+    out = tmp_path / "ddp"
+    config = write_config(cfg, tmp_path / "rm.yaml", output_dir=str(out), batch_size=2)  # 2 x 2 == 1 x 4
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run = subprocess.run(
+        [*torchrun, "-m", "r1lab.cli", "reward-model", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = load_file(one / "model.safetensors"), load_file(out / "final" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6  # gloo sums in another order
+    losses = [r["loss"] for r in rows_of(out)]
+    assert losses == pytest.approx([r["loss"] for r in rows_of(Path(cfg.train.output_dir))], rel=1e-5)
