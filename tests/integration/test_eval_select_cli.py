@@ -50,7 +50,8 @@ def _jsonl(path):
 def test_eval_select_curves_match_the_samples(tiny_model_dir, tiny_orm_dir, data_and_reward, tmp_path):
     data, reward = data_and_reward
     out = tmp_path / "eval"
-    args = ["eval", str(tiny_model_dir), "--data", str(data), "--reward", reward, "--n", "4", "--k", "1", "--k", "4"]
+    args = ["eval", str(tiny_model_dir), "--data", str(data), "--reward", reward]
+    args += ["--n", "4", "--k", "1", "--k", "4"]
     selects = ["--select", "majority", "--select", f"best_of_n:{tiny_orm_dir}"]
     selects += ["--select", f"weighted_majority:{tiny_orm_dir}", "--n-curve", "1,2,4"]
     result = CliRunner().invoke(

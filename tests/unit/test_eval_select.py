@@ -11,9 +11,11 @@ from r1lab.errors import UserError
 from r1lab.eval.metrics import maj_at_k
 from r1lab.eval.scaling import parse_n_curve, parse_selects, scaling_curves, scaling_markdown
 from r1lab.eval.select import (
+    AT_K,
     best_of_n_at_k,
     best_of_n_correct,
     sigmoid,
+    vote_at_k,
     weighted_majority_at_k,
     weighted_majority_correct,
 )
@@ -33,6 +35,34 @@ def test_majority_tie_counts_half_and_none_does_not_vote():
     # k = 2 over the 21 pairs, by hand: both "7" -> 1 pair right; a "7" with None -> 2*3 = 6 right;
     # "7" with "8" -> 4 pairs tied -> 0.5 each = 2; the rest score 0. (1 + 6 + 2) / 21
     assert maj_at_k(answers, correct, 2) == pytest.approx(9 / 21)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 7])
+def test_vectorised_majority_equals_maj_at_k(k):
+    answers = ["7", "8", None, "7", None, "8", "9"]
+    correct = [True, False, False, True, False, False, False]
+    assert AT_K["majority"](answers, None, correct, k) == pytest.approx(
+        maj_at_k(answers, correct, k), abs=1e-12
+    )
+
+
+def test_monte_carlo_regime_is_close_to_exact_enumeration():
+    """C(18, 9) = 48620 subsets > 5000: the seeded random subsets estimate the exact mean within 0.02."""
+    answers = [str(i % 4) if i % 5 else None for i in range(18)]
+    scores = [math.sin(i) for i in range(18)]
+    correct = [a == "1" for a in answers]
+    exact = _brute(
+        lambda s: weighted_majority_correct(
+            [answers[i] for i in s], [scores[i] for i in s], [correct[i] for i in s]
+        ),
+        18,
+        9,
+    )
+    assert weighted_majority_at_k(answers, scores, correct, 9) == pytest.approx(exact, abs=0.02)
+    assert weighted_majority_at_k(answers, scores, correct, 9, seed=0) == weighted_majority_at_k(
+        answers, scores, correct, 9, seed=0
+    )
+    assert vote_at_k([None, None], [1.0, 1.0], [False, False], 1) == 0.0
 
 
 def test_best_of_n_picks_the_highest_score_and_splits_ties():

@@ -3,27 +3,31 @@
 Pure functions of the samples' extracted answers (None: no answer), their correctness and their ORM scores
 (the reward model's raw output, a logit). Each returns the chance that the selected completion is correct.
 
-- `majority`: the most frequent answer; None answers do not vote (metrics.majority_correct, as maj@k).
+- `majority`: the most frequent answer; None answers do not vote (as eval's maj@k, metrics.maj_at_k).
 - `best_of_n`: the completion with the highest ORM score.
 - `weighted_majority`: each answer's weight is the sum over its completions of sigmoid(score), the ORM's
-  probability that the completion is correct (Li et al. 2023 "Making LMs better reasoners" / Uesato et al.
-  2022 weight votes by verifier probability); None answers do not vote.
+  probability that the completion is correct (verifier-weighted voting, as in DIVERSE, Li et al. 2023);
+  None answers do not vote.
 
 Ties are broken by a uniform random choice among the tied leaders and counted as its expected value (the share
-of tied leaders that are correct), so every result is deterministic and majority agrees with eval's maj@k.
+of tied leaders that are correct), so every result is deterministic.
 
 The `*_at_k` forms are the unbiased estimators of a method's accuracy with k samples given n >= k drawn: the
-mean over k-subsets drawn without replacement (all of them when there are at most metrics.MAJ_EXACT_LIMIT,
-else that many random ones); best-of-n has an exact closed form.
+mean over k-subsets drawn without replacement: all of them when there are at most metrics.MAJ_EXACT_LIMIT
+(majority then equals eval's maj@k exactly), else that many seeded random ones, the same draws for every
+problem with the same n (a Monte-Carlo estimate; maj@k draws its own); best-of-n has an exact closed form.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Sequence
 from itertools import groupby
 
-from r1lab.eval.metrics import k_subsets, maj_at_k
+import numpy as np
+
+from r1lab.eval.metrics import MAJ_EXACT_LIMIT, k_subsets
 
 Answers = Sequence[Hashable | None]
 METHODS_NEEDING_SCORES = ("best_of_n", "weighted_majority")
@@ -53,12 +57,16 @@ def best_of_n_correct(scores: Sequence[float], correct: Sequence[bool]) -> float
 
 def weighted_majority_correct(answers: Answers, scores: Sequence[float], correct: Sequence[bool]) -> float:
     """Whether the answer with the largest summed sigmoid(score) is right; None answers do not vote."""
-    weights: dict = {}
-    for a, s in zip(answers, scores, strict=True):
+    return _weighted_vote(answers, [sigmoid(s) for s in scores], correct)
+
+
+def _weighted_vote(answers: Answers, weights: Sequence[float], correct: Sequence[bool]) -> float:
+    votes: dict = {}
+    for a, w in zip(answers, weights, strict=True):
         if a is not None:
-            weights[a] = weights.get(a, 0.0) + sigmoid(s)
+            votes[a] = votes.get(a, 0.0) + w
     right = {a for a, ok in zip(answers, correct, strict=True) if ok and a is not None}
-    return _leaders_correct(weights, right)
+    return _leaders_correct(votes, right)
 
 
 def best_of_n_at_k(scores: Sequence[float], correct: Sequence[bool], k: int) -> float:
@@ -86,21 +94,55 @@ def weighted_majority_at_k(
     answers: Answers, scores: Sequence[float], correct: Sequence[bool], k: int, seed: int = 0
 ) -> float:
     """Expected weighted-majority accuracy over k-subsets of the n samples (see the module docstring)."""
+    if len(scores) != len(answers):
+        raise ValueError(
+            f"weighted majority@k needs one score per sample, got {len(scores)} and {len(answers)}"
+        )
+    return vote_at_k(answers, [sigmoid(s) for s in scores], correct, k, seed)
+
+
+def vote_at_k(
+    answers: Answers, weights: Sequence[float], correct: Sequence[bool], k: int, seed: int = 0
+) -> float:
+    """Expected accuracy of a (weighted) vote over k-subsets of the n samples, vectorised: all C(n, k) subsets up
+    to metrics.MAJ_EXACT_LIMIT (then equal to maj@k with unit weights), else that many seeded random ones."""
     n = len(answers)
-    if len(scores) != n or len(correct) != n or not 1 <= k <= n:
-        raise ValueError(f"weighted majority@k needs 1 <= k <= n and one score per sample, got n={n}, k={k}")
-    subsets = k_subsets(n, k, seed)
-    total = sum(
-        weighted_majority_correct([answers[i] for i in s], [scores[i] for i in s], [correct[i] for i in s])
-        for s in subsets
-    )
-    return total / len(subsets)
+    if len(weights) != n or len(correct) != n or not 1 <= k <= n:
+        raise ValueError(f"a vote@k needs 1 <= k <= n and one weight per sample, got n={n}, k={k}")
+    codes: dict = {}
+    ids = np.array([-1 if a is None else codes.setdefault(a, len(codes)) for a in answers], dtype=np.int64)
+    if not codes:
+        return 0.0
+    w = np.where(ids >= 0, np.asarray(weights, dtype=np.float64), 0.0)  # None does not vote
+    right = np.zeros(len(codes), dtype=bool)
+    right[ids[(ids >= 0) & np.asarray(correct, dtype=bool)]] = True
+    subsets = _subset_matrix(n, k, seed)
+    rows = np.repeat(np.arange(len(subsets)), k)
+    flat = rows * len(codes) + np.maximum(ids[subsets], 0).ravel()
+    votes = np.bincount(flat, weights=w[subsets].ravel(), minlength=len(subsets) * len(codes))
+    votes = votes.reshape(len(subsets), len(codes))
+    top = votes.max(axis=1)
+    leaders = votes == top[:, None]
+    value = (leaders & right).sum(axis=1) / leaders.sum(axis=1)
+    return float(np.where(top > 0, value, 0.0).mean())
+
+
+@functools.lru_cache(maxsize=32)
+def _subset_matrix(n: int, k: int, seed: int) -> np.ndarray:
+    """[subsets, k] sample indices: every k-subset up to MAJ_EXACT_LIMIT, else that many uniform random ones
+    (the same draws for every problem with n samples: cached, as drawing them costs more than the vote)."""
+    if math.comb(n, k) <= MAJ_EXACT_LIMIT:
+        return np.array(k_subsets(n, k), dtype=np.int64).reshape(-1, k)
+    draws = np.random.default_rng(seed).random((MAJ_EXACT_LIMIT, n))
+    out = np.argpartition(draws, k - 1, axis=1)[:, :k]  # the k smallest of n uniforms: a uniform k-subset
+    out.setflags(write=False)  # shared through the cache
+    return out
 
 
 def _majority_at_k(
     answers: Answers, scores: Sequence[float] | None, correct: Sequence[bool], k: int
 ) -> float:
-    return maj_at_k(answers, correct, k)
+    return vote_at_k(answers, [1.0] * len(answers), correct, k)
 
 
 def _best_of_n_at_k(
