@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,18 @@ def test_fresh_directory_each_run_and_writes_stay_inside():
     assert first.stdout == "/sandbox ['left.txt', 'main.py']\n"
     second = run_python("import os; print(sorted(os.listdir('.')))")
     assert second.stdout == "['main.py']\n"
+
+
+@needs_sandbox
+def test_concurrent_runs_from_threads_see_only_their_own_files():
+    def one(i: int) -> str:
+        return run_python(
+            "import os; print(open('n.txt').read(), sorted(os.listdir('.')))", files={"n.txt": str(i)}
+        ).stdout
+
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(one, range(4)))
+    assert outputs == [f"{i} ['main.py', 'n.txt']\n" for i in range(4)]
 
 
 @needs_sandbox

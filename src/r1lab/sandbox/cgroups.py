@@ -49,7 +49,7 @@ def _make(parent: Path, settings: dict[str, str]) -> Path | None:
 
 @dataclass
 class Cgroup:
-    """The cgroup directories of one run; `enter()` runs in the child before exec, `close()` after the run."""
+    """The cgroup directories of one run (run.py's launcher joins them before exec); `close()` removes them."""
 
     dirs: list[Path] = field(default_factory=list)
     pids: bool = False
@@ -82,11 +82,6 @@ class Cgroup:
                 group.dirs.append(made)
                 group.pids, group.memory = "pids" in enabled, "memory" in enabled
         return group
-
-    def enter(self) -> None:
-        """Move the calling process into every directory (called in the child, before exec)."""
-        for d in self.dirs:
-            (d / "cgroup.procs").write_text(str(os.getpid()))
 
     def oom_killed(self) -> bool:
         for d in self.dirs:

@@ -4,7 +4,7 @@ The sandbox (see the package docstring for the threat model): new user, PID, net
 namespaces (bwrap --unshare-all), all capabilities dropped, uid/gid 65534, no new user namespaces inside, a
 seccomp filter (seccomp.py), and a root file system holding only /usr (and its /bin, /lib symlinks), the
 interpreter's prefix read-only, a private /proc and /dev, and the working directory /sandbox: a fresh tmpfs of
-`memory_mb` that vanishes with the run (/tmp points into it). Limits are rlimits set before bwrap execs (CPU
+`memory_mb` that vanishes with the run (/tmp points into it). Limits are rlimits that prlimit sets before bwrap starts (CPU
 seconds, address space, file size, no core files), a cgroup per run for the process count and the run's total
 memory (cgroups.py), a wall-clock deadline kept by the parent, and a cap on each output stream.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import resource
 import selectors
 import shutil
 import signal
@@ -103,6 +102,10 @@ def check_sandbox() -> None:
         raise UserError(
             "bubblewrap (bwrap) not found: the code sandbox runs programs inside it",
             fix="apt-get install bubblewrap (Debian/Ubuntu), dnf install bubblewrap (Fedora)",
+        )
+    if shutil.which("prlimit") is None:
+        raise UserError(
+            "prlimit not found: the code sandbox sets its limits with it", fix="apt-get install util-linux"
         )
     if not interpreter().exists():
         raise UserError(f"the sandbox's Python interpreter {interpreter()} does not exist")
@@ -194,20 +197,29 @@ def _process_count(uid: int) -> int:
     return count
 
 
-def _preexec(limits: SandboxLimits, group: Cgroup, nproc: int | None):
+# Joins the run's cgroups (its own pid, so every later child is inside) and execs the rest: no preexec_fn, which
+# may deadlock in a parent with threads (the tool box, rollout workers).
+_ENTER = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+
+
+def _launcher(limits: SandboxLimits, group: Cgroup, nproc: int | None) -> list[str]:
+    """sh (enter the cgroups) -> prlimit (the rlimits) -> what follows: bwrap."""
     cpu = max(1, math.ceil(limits.cpu_s))
-    memory = limits.memory_mb * _MIB
-
-    def setup() -> None:  # runs in the child between fork and exec
-        group.enter()
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if nproc is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-
-    return setup
+    memory, size = limits.memory_mb * _MIB, limits.max_file_bytes
+    rlimits = [f"--cpu={cpu}:{cpu + 1}", f"--as={memory}:{memory}", f"--fsize={size}:{size}", "--core=0:0"]
+    if nproc is not None:
+        rlimits.append(f"--nproc={nproc}:{nproc}")
+    return [
+        "/bin/sh",
+        "-c",
+        _ENTER,
+        "sh",
+        str(len(group.dirs)),
+        *map(str, group.dirs),
+        "prlimit",
+        *rlimits,
+        "--",
+    ]
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -281,12 +293,11 @@ def run_python(
         fds.append(stdin_fd)
         nproc = None if group.pids else _process_count(os.getuid()) + limits.max_processes
         proc = subprocess.Popen(
-            args,
+            _launcher(limits, group, nproc) + args,
             stdin=stdin_fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             pass_fds=fds,
-            preexec_fn=_preexec(limits, group, nproc),  # rlimits and the cgroup must precede exec
             start_new_session=True,
         )
         with proc:
