@@ -73,9 +73,14 @@ def test_eval_select_curves_match_the_samples(tiny_model_dir, tiny_orm_dir, data
         [(s, sc) for s, sc in zip(samples, scores, strict=True) if s["problem"] == p] for p in range(5)
     ]
 
-    # n = 1: every method is the mean correctness of one sample, i.e. pass@1
-    for method in points:
-        assert points[method][1]["accuracy"] == pytest.approx(results["pass@1"])
+    # n = 1: best-of-1 is pass@1; a vote of one sample is right when it is right and has an answer
+    assert points["best_of_n"][1]["accuracy"] == pytest.approx(results["pass@1"])
+    voted = sum(s["correct"] and s["answer"] is not None for s in samples) / len(samples)
+    assert (
+        points["majority"][1]["accuracy"]
+        == points["weighted_majority"][1]["accuracy"]
+        == pytest.approx(voted)
+    )
     # n = all samples: majority is maj@4; best-of-4 is the top-scored sample; weighted: summed sigmoids
     assert points["majority"][4]["accuracy"] == pytest.approx(results["maj@4"])
     best = [max(g, key=lambda x: x[1])[0]["correct"] for g in by_problem]
