@@ -120,9 +120,11 @@ def test_lora_trains_the_score_head_and_final_is_merged(tmp_path, tiny_model_dir
         make_cfg(tmp_path, tiny_model_dir, "lora2", "model.lora.merge_on_save=true")
 
 
-def test_resume_after_a_stop_matches_a_straight_run(tmp_path, tiny_model_dir, monkeypatch) -> None:
-    straight = run_reward_model(make_cfg(tmp_path, tiny_model_dir, "straight", "train.max_steps=4"))
-    cfg = make_cfg(tmp_path, tiny_model_dir, "stopped", "train.max_steps=4")
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_resume_after_a_stop_matches_a_straight_run(tmp_path, tiny_model_dir, monkeypatch, lora) -> None:
+    extra = ["model.lora.r=4", "model.lora.dropout=0.3", "optim.lr=1e-2"] if lora else []  # dropout: RNG
+    straight = run_reward_model(make_cfg(tmp_path, tiny_model_dir, "straight", "train.max_steps=4", *extra))
+    cfg = make_cfg(tmp_path, tiny_model_dir, "stopped", "train.max_steps=4", *extra)
     calls = []
     original = StopFlag.check
 
