@@ -4,6 +4,7 @@ only, and `compose_vlm` (LLaVA from a text LLM). Tiny random models from tests/v
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,50 @@ def test_vision_tower_trainable_with_lora_and_without(folders):
     full, _ = load_vlm(ModelConfig(path=path), vision_tower="frozen")
     frozen = {n for n, p in full.named_parameters() if not p.requires_grad}
     assert frozen == {n for n, _ in full.named_parameters() if "vision_tower" in n or "projector" in n}
+
+
+def test_lora_adapter_with_a_trained_vision_side_saves_and_reloads(folders, tmp_path):
+    """The adapter folder carries the trained tower and projector (peft modules_to_save) and the LoRA delta;
+    loading it merges both into the base (the processor comes from the base folder)."""
+    from r1lab.models import save_model
+
+    path = str(folders["llava"])
+    model, processor = load_vlm(ModelConfig(path=path, lora=LoraConfig(r=4)), vision_tower="trainable")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:  # a "trained" state: every trainable tensor moved
+                p.add_(0.01 * torch.randn_like(p))
+    out = save_model(model, processor.tokenizer, tmp_path / "adapter")
+    assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
+    expected = model.merge_and_unload().state_dict()
+    reloaded, reloaded_processor = load_vlm(ModelConfig(path=str(out)), trainable=False)
+    assert type(reloaded_processor).__name__ == "LlavaProcessor"
+    state = reloaded.state_dict()
+    assert state.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(state[key], value, msg=key)
+    base = load_vlm(ModelConfig(path=path), trainable=False)[0].state_dict()
+    for key in ("model.vision_tower.encoder.layers.0.mlp.fc1.weight", "model.multi_modal_projector.linear_1.weight",
+                "model.language_model.layers.0.self_attn.q_proj.weight"):  # fmt: skip
+        assert not torch.equal(state[key], base[key]), key  # trained tower, projector and the LoRA delta
+
+
+def test_the_compose_command(folders, tmp_path):
+    import subprocess
+    import sys
+
+    def compose(vision: str, out: Path) -> subprocess.CompletedProcess:
+        command = ["models", "compose", "--llm", str(folders["text"]), "--vision", vision, "--out", str(out)]
+        return subprocess.run([sys.executable, "-m", "r1lab.cli", *command], capture_output=True, text=True)
+
+    bad = compose("huge-vit", tmp_path / "bad")
+    assert bad.returncode == 2
+    assert "unknown vision preset 'huge-vit'" in bad.stderr and "small-vit, tiny-vit" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    good = compose("tiny-vit", tmp_path / "vlm")
+    assert good.returncode == 0, good.stderr
+    assert is_image_text_model(tmp_path / "vlm")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "vlm" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not 0600

@@ -43,7 +43,15 @@ def load_vlm(
     trainable=False: eval mode, no grads. Otherwise `vision_tower` says whether the vision side (tower and
     projector) trains: "frozen" keeps it fixed; "trainable" trains it fully (with LoRA, as peft
     `modules_to_save`, so the adapter folder carries it). `cfg.lora` goes on the language model only."""
-    processor = load_processor(resolve_model_path(cfg.path, cfg.revision))
+    from r1lab.models.load import _adapter_config
+
+    path = resolve_model_path(cfg.path, cfg.revision)
+    adapter = _adapter_config(Path(path))
+    if (
+        adapter and not (Path(path) / "processor_config.json").is_file()
+    ):  # save_model writes the tokenizer only
+        path = resolve_model_path(adapter["base_model_name_or_path"])
+    processor = load_processor(path)
     return load_vlm_model(cfg, trainable=trainable, vision_tower=vision_tower), processor
 
 
