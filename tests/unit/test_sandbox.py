@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from r1lab.errors import UserError
-from r1lab.sandbox import SandboxLimits, SandboxResult, check_sandbox, run_python, sandbox_problem, seccomp
+from r1lab.sandbox import (
+    SandboxLimits,
+    SandboxResult,
+    cgroups,
+    check_sandbox,
+    run_python,
+    sandbox_problem,
+    seccomp,
+)
 from r1lab.sandbox import run as sandbox_run
 
 MISSING = sandbox_problem()
@@ -49,16 +57,12 @@ def children_left() -> list[int]:
     return found
 
 
-def sandbox_cgroups_left() -> list[Path]:
-    return list(Path("/sys/fs/cgroup").glob("*/**/r1lab-sandbox-*"))
-
-
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
     before = set(children_left())
     yield
     assert set(children_left()) <= before, "a sandbox process outlived its run"
-    assert sandbox_cgroups_left() == []
+    assert cgroups.live() == [], "a run's cgroup was not removed"
 
 
 @needs_sandbox

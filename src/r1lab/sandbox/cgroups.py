@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
+_LIVE: set[Path] = set()  # created by this process and not removed yet
+
+
+def live() -> list[Path]:
+    """The cgroups this process created that still exist (none once every run has ended)."""
+    return sorted(_LIVE)
 
 
 def _own_paths() -> dict[str, str]:
@@ -44,6 +50,7 @@ def _make(parent: Path, settings: dict[str, str]) -> Path | None:
         with contextlib.suppress(OSError):
             child.rmdir()
         return None
+    _LIVE.add(child)
     return child
 
 
@@ -110,6 +117,7 @@ class Cgroup:
                         os.kill(pid, signal.SIGKILL)
                 try:
                     d.rmdir()
+                    _LIVE.discard(d)
                     break
                 except OSError:
                     time.sleep(0.02)
