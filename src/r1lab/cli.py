@@ -424,7 +424,7 @@ def eval_cmd(
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help="reward name (repeatable)")
     ] = None,
-    n: Annotated[int, typer.Option(help="samples per problem for pass@k / maj@k")] = 1,
+    n: Annotated[int, typer.Option(help="samples per problem for pass@k / maj@k and --select")] = 1,
     k: Annotated[
         list[int] | None, typer.Option(help="k for pass@k and maj@k (repeatable); default 1 and n")
     ] = None,

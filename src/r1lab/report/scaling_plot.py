@@ -23,8 +23,11 @@ def scaling_plot(scaling: dict[str, Any], out: Path) -> Path:
         low = [100 * p["accuracy_ci95"][0] for p in curve["points"]]
         high = [100 * p["accuracy_ci95"][1] for p in curve["points"]]
         ax.fill_between(ns, low, high, alpha=0.15)
-    if max(p["n"] for c in scaling["curves"] for p in c["points"]) > 1:
+    ticks = sorted({p["n"] for c in scaling["curves"] for p in c["points"]})
+    if ticks[-1] > 1:
         ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(n) for n in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("samples per problem (n)")
     ax.set_ylabel("accuracy % (95% interval)")
     ax.set_title(f"test-time scaling, {scaling['num_problems']} problems")
