@@ -264,3 +264,9 @@ def test_file_names_that_leave_the_directory_are_refused():
     for name in ["../x", "/etc/x", "main.py"]:
         with pytest.raises(UserError, match="not a plain relative path"):
             sandbox_run._file_args({name: "x"}, SandboxLimits(), [])
+
+
+def test_limits_must_be_positive_numbers():
+    for bad in [{"wall_s": 0}, {"memory_mb": -1}, {"cpu_s": "5"}, {"max_processes": True}]:
+        with pytest.raises(UserError, match=f"SandboxLimits.{next(iter(bad))} must be a positive number"):
+            SandboxLimits(**bad)

@@ -47,6 +47,14 @@ class SandboxLimits:
     max_output_bytes: int = 65536
     max_file_bytes: int = 16 * _MIB
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise UserError(
+                    f"SandboxLimits.{name} must be a positive number, got {value!r}",
+                    fix=f"e.g. SandboxLimits({name}={getattr(SandboxLimits, name)})",
+                )
+
 
 @dataclass(frozen=True)
 class SandboxResult:
