@@ -223,3 +223,23 @@ def test_the_compose_command(folders, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "vlm" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not 0600
+
+
+def test_compose_keeps_smollm2s_chat_format(tmp_path):
+    """From a SmolLM2-templated LLM the composed template renders text chats exactly as SmolLM2's own
+    (default system turn included), and an image part as `<image>` in place."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from r1lab.models.cache import SMOLLM2_CHAT_TEMPLATE
+
+    llm = build_text_llm(tmp_path / "llm")
+    tokenizer = AutoTokenizer.from_pretrained(llm)
+    tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    tokenizer.save_pretrained(llm)
+    processor = AutoProcessor.from_pretrained(compose_vlm(str(llm), "tiny-vit", tmp_path / "vlm"))
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    ours = processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert ours == tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    with_image = processor.apply_chat_template(_messages(None), tokenize=False)
+    assert with_image.endswith("<|im_start|>user\n<image>Hello<|im_end|>\n")
+    assert with_image.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
