@@ -109,6 +109,9 @@ def resolve_stages(
 
 # Stage kinds that train nothing: no model section or train section; their output is the stage folder.
 UNTRAINED_KINDS = ("merge", "export")
+# Stage kinds whose output is not the next policy (a file, a reward model): not evaluated, the next stage goes on
+# from the model they were given; the output is in the stage's `exported` entry (a reward_model's final/).
+SIDE_KINDS = ("export", "reward_model")
 
 
 def stage_config(
@@ -245,7 +248,7 @@ def execute(recipe: RecipeConfig, source: str | Path, from_stage: str | None = N
                 stage = Stage(stage.name, wire_merge_inputs(stage.config, outputs), stage.input)
             model_path = _run_stage(stage, model_path, state)
         outputs[stage.name] = model_path
-        if stage.config.kind != "export":  # an export is the model it was given, already evaluated
+        if stage.config.kind not in SIDE_KINDS:  # already evaluated (an export), or not a policy (an RM)
             _evaluate(stage.name, model_path, evaluation, state, root)
     return root
 
@@ -267,7 +270,7 @@ def _run_stage(stage: Stage, model_path: str, state: PipelineState) -> str:
     state.save()
     out, seconds = train_stage(stage.name, stage.config, model_path)
     entry = {"status": "complete", "input": model_path, "model": str(out), "seconds": seconds}
-    if stage.config.kind == "export":  # the next stage goes on from the model it was given, not from the file
+    if stage.config.kind in SIDE_KINDS:  # the next stage goes on from the model it was given
         entry.update(model=model_path, exported=str(out))
     state.data["stages"][stage.name] = entry
     state.save()
