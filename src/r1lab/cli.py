@@ -54,7 +54,7 @@ def _stage_config(kind: str, config: Path, overrides: list[str] | None, resume: 
         raise UserError(
             f"this config is for a {data['kind']!r} stage",
             where=str(config),
-            fix=f"use `r1lab {data['kind']}`",
+            fix=f"use `r1lab {str(data['kind']).replace('_', '-')}`",  # reward_model: r1lab reward-model
         )
     return validate(STAGE_KINDS[kind], data, config)
 
