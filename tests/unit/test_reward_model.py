@@ -221,3 +221,24 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir) -> None:
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6  # gloo sums in another order
     losses = [r["loss"] for r in rows_of(out)]
     assert losses == pytest.approx([r["loss"] for r in rows_of(Path(cfg.train.output_dir))], rel=1e-5)
+
+
+def test_load_reward_model_on_an_adapter_and_on_a_foreign_one_label_model(tmp_path, tiny_model_dir) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "some/base"}))
+    with pytest.raises(UserError, match=r"is a LoRA adapter \(of some/base\), not a reward model"):
+        load_reward_model(adapter)
+    two = tmp_path / "two-labels"  # a classifier, but not a scalar reward
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).save_pretrained(two)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(two)
+    with pytest.raises(UserError, match="LlamaForSequenceClassification model, not a one-label reward model"):
+        load_reward_model(two)
+    one = tmp_path / "one-label"  # from elsewhere, without reward_model.json: scored without a system prompt
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(one)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(one)
+    model, tok, meta = load_reward_model(one)
+    assert meta["kind"] == "orm" and meta["system_prompt"] is None
+    assert len(score(model, tok, ["a", "b c"], ["yes", "no"])) == 2
