@@ -650,9 +650,12 @@ class RewardModelConfig(TrainingStage):
     optim: OptimConfig = OptimConfig(lr=1e-5)
     train: TrainConfig = TrainConfig(output_dir="runs/reward_model", batch_size=8)  # rows/pairs a micro-batch
     loss: str = "bce"  # name in r1lab.algorithms.reward_losses.REWARD_LOSSES
+    step_sep: str = "\n"  # loss prm_bce: the text after each step, where its score is read
 
     @model_validator(mode="after")
     def _final_is_a_full_model(self) -> RewardModelConfig:
+        if not self.step_sep:
+            raise ValueError('step_sep is empty: give the text that ends a step, e.g. step_sep: "\\n"')
         lora = self.model.lora
         if lora is not None and (lora.merge_on_save or "merge_on_save" in lora.model_fields_set):
             raise ValueError(

@@ -31,6 +31,9 @@ def test_every_reward_model_key_is_read(tmp_path, tiny_model_dir, reads):  # noq
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"Is {i} even?", "chosen": "no", "rejected": "yes"}) + "\n"
                              for i in range(0, 16, 2)))  # fmt: skip
+    steps = tmp_path / "steps.jsonl"
+    steps.write_text("".join(json.dumps({"prompt": f"Is {i} even?", "steps": ["so", "no"], "labels": [1, i % 2]})
+                             + "\n" for i in range(4)))  # fmt: skip
     columns = {"prompt": "question", "completion": "answer", "label": "ok"}
     base = {
         "model": {"path": str(tiny_model_dir)},
@@ -53,6 +56,12 @@ def test_every_reward_model_key_is_read(tmp_path, tiny_model_dir, reads):  # noq
             "loss": "bradley_terry",
             "data": {"path": str(pairs)},
             "train": {"output_dir": str(tmp_path / "c"), "max_steps": 1, "batch_size": 2},
+        },
+        {  # a process reward model (per-step scores at step_sep)
+            "loss": "prm_bce",
+            "step_sep": ";",
+            "data": {"path": str(steps)},
+            "train": {"output_dir": str(tmp_path / "d"), "max_steps": 1, "batch_size": 2},
         },
     ]  # fmt: skip
     configs = [validate(RewardModelConfig, deep_merge(base, v)) for v in variants]

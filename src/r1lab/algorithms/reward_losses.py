@@ -3,6 +3,8 @@
 Losses (per example, [B] float32; the trainer averages them over the whole accumulated batch):
   bce            pointwise, labels y in {0, 1}: -(y log σ(r) + (1 - y) log σ(-r))
   bradley_terry  pairwise, chosen over rejected: -log σ(r_c - r_r)
+  prm_bce        per step (process reward model): scores and labels [B, S], label -1 where a row has no step k;
+                 the mean over a row's steps of the BCE of σ(score) against the step's 0/1 label
 Metrics (held-out):
   auc            rank-based ROC AUC (Mann-Whitney U / (n_pos n_neg)), ties counted one half
   ece            expected calibration error: 10 equal-width bins of the predicted probability p,
@@ -22,6 +24,7 @@ from r1lab.registry import Registry
 RewardLoss = Callable[[Tensor, Tensor], Tensor]
 REWARD_LOSSES: Registry[RewardLoss] = Registry("reward model loss")
 PAIRWISE = {"bradley_terry"}  # losses on (chosen, rejected) rewards; the others take (rewards, labels)
+STEPWISE = {"prm_bce"}  # losses on per-step scores and labels [B, S] (-1: no such step)
 
 
 @REWARD_LOSSES.register("bce")
@@ -38,6 +41,30 @@ def bradley_terry(chosen: Tensor, rejected: Tensor) -> Tensor:
     if chosen.shape != rejected.shape:
         raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} differ in shape")
     return -F.logsigmoid(chosen.float() - rejected.float())
+
+
+@REWARD_LOSSES.register("prm_bce")
+def prm_bce(scores: Tensor, labels: Tensor) -> Tensor:
+    """Per step: BCE of σ(score) against each step's 0/1 label, averaged over the row's steps (label -1: no
+    step there, left out). A row with no step at all is an error."""
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ in shape")
+    present = labels >= 0
+    steps = present.sum(-1)
+    if bool((steps == 0).any()):
+        raise ValueError("a row has no labelled step")
+    per_step = F.binary_cross_entropy_with_logits(
+        scores.float(), labels.clamp(min=0).float(), reduction="none"
+    )
+    return (per_step * present).sum(-1) / steps
+
+
+def first_error(labels: Tensor) -> Tensor:
+    """Per row of 0/1 step labels [B, S] (-1: no step), the index of the first 0 label, or S when there is none."""
+    bad = labels == 0
+    width = labels.shape[-1]
+    index = torch.arange(width, device=labels.device).expand_as(labels)
+    return torch.where(bad, index, torch.full_like(index, width)).min(-1).values
 
 
 def auc(scores: Tensor, labels: Tensor) -> float:

@@ -87,23 +87,30 @@ def read_reward_data(cfg: DataConfig, *, pairwise: bool, loss: str, seed: int = 
         pairs = read_preference_data(cfg, seed=seed)
         held_pairs = pairs.eval
         return _pair_rows(pairs, cfg.path, None if held_pairs is None else _pair_rows(held_pairs, "", None))
+    train, held_placed = placed_splits(cfg, records, held, seed)
+    held_set = (
+        None if held_placed is None else _read(held_placed, cfg, cfg.eval_path or cfg.path, training=False)
+    )
+    return _read(train, cfg, cfg.path, held_set)
+
+
+Placed = list[tuple[str, dict[str, Any]]]  # (place: file:line, record)
+
+
+def placed_splits(
+    cfg: DataConfig, records: list[dict[str, Any]], held: list[dict[str, Any]] | None, seed: int
+) -> tuple[Placed, Placed | None]:
+    """The training and held-out records of `train_eval_records(cfg, seed)`, each with its place."""
     if held is None:
-        return _read(list(zip(_places(cfg.path, len(records)), records, strict=True)), cfg, cfg.path)
+        return list(zip(_places(cfg.path, len(records)), records, strict=True)), None
     if cfg.eval_path:
-        held_set = _read(
-            list(zip(_places(cfg.eval_path, len(held)), held, strict=True)),
-            cfg,
-            cfg.eval_path,
-            training=False,
-        )
         train = list(zip(_places(cfg.path, len(records)), records, strict=True))
-        return _read(train, cfg, cfg.path, held_set)
+        return train, list(zip(_places(cfg.eval_path, len(held)), held, strict=True))
     every = _places(cfg.path, len(records) + len(held))
     out = held_out(len(every), cfg.eval_fraction, seed)
     held_placed = list(zip([p for i, p in enumerate(every) if i in out], held, strict=True))
-    held_set = _read(held_placed, cfg, cfg.path, training=False)
     train = list(zip([p for i, p in enumerate(every) if i not in out], records, strict=True))
-    return _read(train, cfg, cfg.path, held_set)
+    return train, held_placed
 
 
 def _pair_rows(pairs: Any, source: str, held: RewardRecords | None) -> RewardRecords:

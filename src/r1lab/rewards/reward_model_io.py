@@ -5,6 +5,11 @@ A reward model folder is a plain transformers sequence-classification model with
 r1lab writes (kind, base model, loss, and how a (prompt, completion) pair is templated: system prompt,
 max_length). A folder without the marker is refused with what it is instead (a causal LM, a LoRA adapter, a run
 folder ...), except a one-label sequence-classification model from elsewhere, scored with no system prompt.
+
+A process reward model (PRM, kind `prm`, loss prm_bce) is the same kind of folder whose score head is read at
+each step's separator token instead of the last token: `score_steps` gives one score per step. The loaders of
+outcome rewards (`model:` rewards in RL, `eval --select`) refuse it (`load_reward_model(path)` reads kind orm
+only; `kinds=("prm",)` reads a PRM).
 """
 
 from __future__ import annotations
@@ -80,9 +85,11 @@ def describe(folder: Path) -> str:
     return f"is a {arch} model, not a one-label reward model"
 
 
-def load_reward_model(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
-    """(model in eval mode, tokenizer, meta) of a reward model folder; a UserError says what the folder is
-    when it is not one."""
+def load_reward_model(
+    path: str | Path, kinds: tuple[str, ...] = ("orm",)
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """(model in eval mode, tokenizer, meta) of a reward model folder of one of `kinds` (orm, prm); a
+    UserError says what the folder is when it is not one."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(path).expanduser()
@@ -95,7 +102,16 @@ def load_reward_model(path: str | Path) -> tuple[PreTrainedModel, PreTrainedToke
         if config is None or not arch.endswith("ForSequenceClassification") or config.num_labels != 1:
             raise UserError(f"{folder} {describe(folder)}", where=str(path), fix=FIX)
         meta = {"kind": "orm", "base_model": str(folder), "system_prompt": None, "max_length": None}
-    if meta.get("kind") != "orm":
+    if meta.get("kind") == "prm" and "prm" not in kinds:
+        raise UserError(
+            f"{folder} is a process reward model (kind prm: one score per step, read at its "
+            f"{meta.get('step_sep', '?')!r} separators), but an outcome reward model (orm: one score per "
+            "completion) is needed here",
+            where=str(folder / MARKER),
+            fix="give an ORM folder (a kind: reward_model stage with loss bce or bradley_terry); score steps "
+            "with r1lab.rewards.reward_model_io.score_steps",
+        )
+    if meta.get("kind") not in kinds:
         raise UserError(
             f"{folder} holds a {meta.get('kind')!r} reward model; this loader reads outcome reward models (orm)",
             where=str(folder / MARKER),
@@ -140,3 +156,41 @@ def score(
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             out += logits[:, 0].float().tolist()
     return out
+
+
+def score_head(model: Any) -> Any:
+    """The sequence-classification model's score head (`score`; under peft or DDP wrappers too)."""
+    found = [(name, m) for name, m in model.named_modules() if name.split(".")[-1] == "score"]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no `score` head to read per token")
+    return min(found, key=lambda item: len(item[0]))[1]
+
+
+def token_scores(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """[B, T] float scores of the head at every position (the model itself pools only the last token's)."""
+    seen: list[Any] = []
+    handle = score_head(model).register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask)
+    finally:
+        handle.remove()
+    return seen[-1][..., 0].float()
+
+
+def score_steps(model: Any, tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list[str]) -> list[float]:
+    """One score per step of a completion (a PRM loaded with kinds=("prm",)), templated as it was trained
+    (its step separator, system prompt and last max_length tokens); a step cut off by max_length gets none."""
+    import torch
+
+    from r1lab.data.prm_data import step_ids
+
+    meta = getattr(model, "reward_meta", {})
+    messages = conversation(prompt, "", meta.get("system_prompt"))[:-1]
+    ids, positions = step_ids(tokenizer, messages, steps, meta.get("step_sep", "\n"))
+    cut = max(0, len(ids) - (meta.get("max_length") or len(ids)))
+    ids, positions = ids[cut:], [p - cut for p in positions if p >= cut]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        ids_t = torch.tensor([ids], device=device)
+        scores = token_scores(model, ids_t, torch.ones_like(ids_t))[0]
+    return [float(scores[p]) for p in positions]

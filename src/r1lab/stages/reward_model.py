@@ -6,10 +6,14 @@ per-example losses over every micro-batch on every rank) / (examples in the whol
 gradient accumulation and extra processes give the large-batch update:
   bce            rows (prompt, completion, label 0/1)
   bradley_terry  pairs (prompt, chosen, rejected); chosen and rejected run in one forward
+  prm_bce        process reward model: rows (prompt, steps, labels), the score read at each step's separator
+                 token (r1lab.data.prm_data), a row's loss the mean BCE over its steps
 Held-out rows (data.eval_path or data.eval_fraction) are scored every train.eval_every steps and after the last
 one: eval/loss, eval/accuracy (bce: σ(r) > 0.5 matches the label; pairs: r_c > r_r), eval/auc (rank-based;
 pairs: chosen vs rejected rewards pooled), eval/ece (10 bins; bce: of σ(r); pairs: of σ(r_c - r_r), each pair
-counted both ways round); the last evaluation is also written to results.json. `final/` is a full
+counted both ways round); prm_bce: eval/{loss, step_accuracy, step_auc, step_ece} over every held-out step and
+eval/first_error_accuracy (the first step scored below 0, or none, is the row's first 0 label, or none); the
+last evaluation is also written to results.json. `final/` is a full
 AutoModelForSequenceClassification folder (a LoRA adapter is merged into it) with reward_model.json.
 """
 
@@ -25,10 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from r1lab.algorithms.reward_losses import PAIRWISE, REWARD_LOSSES, auc, ece
+from r1lab.algorithms.reward_losses import PAIRWISE, REWARD_LOSSES, STEPWISE, auc, ece, first_error
 from r1lab.config import RewardModelConfig, dump_config
+from r1lab.data.prm_data import build_step_dataset, read_step_data
 from r1lab.data.reward_data import build_reward_dataset, pad_right, read_reward_data
-from r1lab.rewards.reward_model_io import build_reward_model, write_marker
+from r1lab.rewards.reward_model_io import build_reward_model, token_scores, write_marker
 from r1lab.stages.sft import _clip
 from r1lab.training.accel import build_accelerator, prepare_model, seed_everything
 from r1lab.training.backends import require_backends
@@ -49,7 +54,7 @@ def run_reward_model(cfg: RewardModelConfig) -> Path:
     and (with held-out data) results.json in cfg.train.output_dir. Returns the final folder."""
     train = cfg.train
     loss_fn = REWARD_LOSSES.get(cfg.loss)
-    pairwise = cfg.loss in PAIRWISE
+    pairwise, stepwise = cfg.loss in PAIRWISE, cfg.loss in STEPWISE
     require_backends(train.report_to)
     out = ensure_writable(train.output_dir)
     accelerator, precision = build_accelerator(train, cfg.model)
@@ -57,9 +62,15 @@ def run_reward_model(cfg: RewardModelConfig) -> Path:
     seed_everything(train.seed)
 
     resume_from = resume_point(train, out)
-    read = read_reward_data(cfg.data, pairwise=pairwise, loss=cfg.loss, seed=train.seed)  # before the model
+    if stepwise:  # the rows are read and checked before the model loads
+        read = read_step_data(cfg.data, seed=train.seed)
+    else:
+        read = read_reward_data(cfg.data, pairwise=pairwise, loss=cfg.loss, seed=train.seed)
     model, tokenizer = build_reward_model(cfg.model, trainable=True)
-    dataset = build_reward_dataset(cfg.data, tokenizer, read)
+    if stepwise:
+        dataset = build_step_dataset(cfg.data, tokenizer, read, cfg.step_sep)
+    else:
+        dataset = build_reward_dataset(cfg.data, tokenizer, read)
     lengths = [sum(len(s) for s in ex["ids"]) for ex in dataset]
     global_batch = train.batch_size * train.grad_accum * world
     order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)
@@ -101,16 +112,27 @@ def run_reward_model(cfg: RewardModelConfig) -> Path:
         )
 
     def rewards_of(net: Any, examples: list[dict[str, Any]]) -> Tensor:
-        """[B, 1] rewards (pointwise) or [B, 2] (chosen, rejected)."""
+        """[B, 1] rewards (pointwise), [B, 2] (chosen, rejected) or [B, S] step scores (0 past a row's steps)."""
         ids, mask = pad_right([s for ex in examples for s in ex["ids"]], pad_id)
+        if stepwise:
+            positions = pad_right([ex["positions"] for ex in examples], 0)[0].to(device)
+            with accelerator.autocast():
+                scores = token_scores(net, ids.to(device), mask.to(device))
+            present = pad_right([ex["label"] for ex in examples], 0)[1].to(device)
+            return scores.gather(1, positions) * present
         with accelerator.autocast():
             logits = net(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         return logits[:, 0].float().view(len(examples), -1)
 
     def labels_of(examples: list[dict[str, Any]]) -> Tensor:
+        if stepwise:  # [B, S], -1 past a row's steps
+            return pad_right([[y + 1 for y in ex["label"]] for ex in examples], 0)[0].to(device).float() - 1
         return torch.tensor([float(ex["label"]) for ex in examples], device=device)
 
     def losses_and_hits(r: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if stepwise:  # per row: mean BCE and share of steps right
+            present = (y >= 0).float()
+            return loss_fn(r, y), (((r > 0).float() == y).float() * present).sum(-1) / present.sum(-1)
         if pairwise:
             return loss_fn(r[:, 0], r[:, 1]), (r[:, 0] > r[:, 1]).float()
         return loss_fn(r[:, 0], y), ((r[:, 0] > 0).float() == y).float()
@@ -128,9 +150,12 @@ def run_reward_model(cfg: RewardModelConfig) -> Path:
     def evaluate() -> dict[str, float]:
         """Every rank scores every held-out example (no collective), through the unwrapped model."""
         model.eval()
-        r = torch.cat(
-            [rewards_of(inner, held[i : i + train.batch_size]) for i in range(0, len(held), train.batch_size)]
-        )
+        chunks = [held[i : i + train.batch_size] for i in range(0, len(held), train.batch_size)]
+        if stepwise:
+            scored = [(rewards_of(inner, c), labels_of(c)) for c in chunks]
+            model.train()
+            return held_out_step_metrics(scored, loss_fn)
+        r = torch.cat([rewards_of(inner, c) for c in chunks])
         model.train()
         return held_out_metrics(r, labels_of(held), pairwise, losses_and_hits)
 
@@ -187,6 +212,7 @@ def run_reward_model(cfg: RewardModelConfig) -> Path:
         model = inner = inner.merge_and_unload()
     final = save_final(accelerator, model, tokenizer, out, merge_lora=False)
     marker = {
+        **({"kind": "prm", "step_sep": cfg.step_sep} if stepwise else {}),
         "base_model": cfg.model.path,
         "loss": cfg.loss,
         "template": "chat",  # the chat template saved with the tokenizer in this folder
@@ -198,6 +224,7 @@ def run_reward_model(cfg: RewardModelConfig) -> Path:
     if main:
         if results is not None:
             report = {"loss": cfg.loss, "step": step, "held_out": len(held), "metrics": results}
+            report.update({"held_out_steps": sum(len(ex["label"]) for ex in held)} if stepwise else {})
             (out / RESULTS).write_text(json.dumps(report, indent=2) + "\n")
         write_state(out, "complete", step=step, total_steps=total, final=str(final))
     return final
@@ -217,4 +244,26 @@ def held_out_metrics(r: Tensor, y: Tensor, pairwise: bool, losses_and_hits: Any)
     if 0 < int(classes.sum()) < len(classes):
         metrics["eval/auc"] = auc(scores.cpu(), classes.cpu())
     metrics["eval/ece"] = ece(probs.cpu(), truth.cpu())
+    return metrics
+
+
+def held_out_step_metrics(scored: list[tuple[Tensor, Tensor]], loss_fn: Any) -> dict[str, float]:
+    """A PRM's eval/{loss (mean over rows), step_accuracy, step_auc, step_ece (over all steps),
+    first_error_accuracy} from (scores, labels) [B, S] chunks (label -1: no step)."""
+    losses = torch.cat([loss_fn(r, y) for r, y in scored])
+    present = [y >= 0 for _, y in scored]
+    scores = torch.cat([r[m] for (r, _), m in zip(scored, present, strict=True)]).cpu()
+    labels = torch.cat([y[m] for (_, y), m in zip(scored, present, strict=True)]).cpu()
+    # predicted first error: the first step scored <= 0 (as a 0 label where the row has a step, else -1)
+    predicted = [first_error(torch.where(y >= 0, (r > 0).float(), -1.0)) for r, y in scored]
+    truth = [first_error(y) for _, y in scored]
+    first = torch.cat([(p == t).float() for p, t in zip(predicted, truth, strict=True)])
+    metrics = {
+        "eval/loss": float(losses.mean()),
+        "eval/step_accuracy": float(((scores > 0).float() == labels).float().mean()),
+        "eval/first_error_accuracy": float(first.mean()),
+        "eval/step_ece": ece(torch.sigmoid(scores), labels),
+    }
+    if 0 < int(labels.sum()) < len(labels):
+        metrics["eval/step_auc"] = auc(scores, labels)
     return metrics
