@@ -142,6 +142,38 @@ def test_images_column_with_paths_relative_to_the_file(processors, tmp_path, mon
     assert example["input_ids"].count(processors["llava"].tokenizer.convert_tokens_to_ids("<image>")) == 32
 
 
+@pytest.mark.parametrize("stored", ["save_to_disk", "parquet"])
+def test_datasets_image_features_from_a_folder_and_parquet(processors, tmp_path, stored):
+    """datasets' Image feature reads back as {bytes, path} dicts; image parts stored in Arrow carry
+    `image: None` on text parts and `text: None` on image parts."""
+    import datasets
+
+    red = png()
+    part = {"type": datasets.Value("string"), "text": datasets.Value("string")}
+    features = datasets.Features(
+        {
+            "messages": [{"role": datasets.Value("string"), "content": [part]}],
+            "images": datasets.Sequence(datasets.Image()),
+        }
+    )
+    user = [{"type": "image", "text": None}, {"type": "text", "text": "What colour?"}]
+    messages = [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": [{"type": "text", "text": "Red."}]},
+    ]
+    ds = datasets.Dataset.from_dict(
+        {"messages": [messages], "images": [[Image.open(io.BytesIO(red))]]}, features=features
+    )
+    path = tmp_path / ("ds" if stored == "save_to_disk" else "train.parquet")
+    ds.save_to_disk(str(path)) if stored == "save_to_disk" else ds.to_parquet(str(path))
+    (row,) = read_image_sft_data(DataConfig(path=str(path))).rows
+    assert _pixels(row.images[0]).tolist() == _pixels(Image.open(io.BytesIO(red))).tolist()
+    assert row.where == f"{path}, record 1"
+    example = image_example(processors["idefics3"], row)
+    targets = [t for t in example["labels"] if t != IGNORE]
+    assert processors["idefics3"].tokenizer.decode(targets) == "Red.<|im_end|>"
+
+
 def test_a_visual_task_export_reads_back_into_model_inputs(processors, tmp_path):
     from r1lab.tasks import get_task
     from r1lab.tasks.visual import write_visual_jsonl
