@@ -31,8 +31,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("rollout",),
     ("rewards",),
+    ("tasks",),  # above tools: the tool-use tasks (lookup) build their demonstrations by running the tools
     ("tools", "sandbox"),
-    ("tasks",),
     ("data",),
     ("models",),
     ("algorithms",),
