@@ -142,6 +142,22 @@ def test_images_column_with_paths_relative_to_the_file(processors, tmp_path, mon
     assert example["input_ids"].count(processors["llava"].tokenizer.convert_tokens_to_ids("<image>")) == 32
 
 
+def test_line_numbers_skip_blank_lines_and_follow_the_held_out_rows(tmp_path):
+    from r1lab.data.splits import held_out
+
+    rows = [_chat(answer=f"Answer {i}.") for i in range(4)]
+    file = _write(tmp_path, rows, {"images/a.png": png()})
+    lines = file.read_text().splitlines()
+    file.write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")  # row i > 0 is on line i + 2
+    read = read_image_sft_data(DataConfig(path=str(file), eval_fraction=0.25), seed=3)
+    (out,) = held_out(4, 0.25, 3)
+    line = {i: 1 if i == 0 else i + 2 for i in range(4)}
+    assert [r.where for r in read.eval.rows] == [f"{file}:{line[out]}"]
+    assert [r.where for r in read.rows] == [f"{file}:{line[i]}" for i in range(4) if i != out]
+    answers = [r.conversation.messages[-1]["content"] for r in read.rows]
+    assert answers == [f"Answer {i}." for i in range(4) if i != out]
+
+
 @pytest.mark.parametrize("stored", ["save_to_disk", "parquet"])
 def test_datasets_image_features_from_a_folder_and_parquet(processors, tmp_path, stored):
     """datasets' Image feature reads back as {bytes, path} dicts; image parts stored in Arrow carry
@@ -238,17 +254,28 @@ def test_llava_forward_backward_on_a_batch(folders, processors, tmp_path):
     assert torch.allclose(out.logits[1, : lengths[1]].detach(), single[0], atol=1e-5)
 
 
-def test_idefics3_batch_of_one_and_two_images_matches_each_row(folders, processors, tmp_path):
+@pytest.mark.parametrize("arch", ["idefics3", "qwen2_vl"])
+def test_a_batch_of_two_one_and_no_images_matches_each_row(folders, processors, tmp_path, arch):
     from transformers import AutoModelForImageTextToText
 
     two = {"messages": _chat()["messages"], "images": []}
     two["messages"][0]["content"].insert(0, {"type": "image", "image": "images/b.png"})
-    file = _write(tmp_path, [_chat(), two], {"images/a.png": png(), "images/b.png": png(color=(0, 0, 200))})
-    dataset = build_image_sft_dataset(DataConfig(path=str(file)), processors["idefics3"])
-    batch = collate_images(list(dataset), processors["idefics3"].tokenizer.pad_token_id)
-    assert batch["pixel_values"].shape == (2, 2, 3, 32, 32)
-    assert (batch["pixel_values"][0, 1] == 0).all() and not batch["pixel_attention_mask"][0, 1].any()
-    model = AutoModelForImageTextToText.from_pretrained(folders["idefics3"]).eval()
+    text = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+        "images": [],
+    }
+    images = {"images/a.png": png(), "images/b.png": png(color=(0, 0, 200))}
+    file = _write(tmp_path, [two, _chat(), text], images)
+    dataset = build_image_sft_dataset(DataConfig(path=str(file)), processors[arch])
+    assert "pixel_values" not in dataset[2]
+    batch = collate_images(list(dataset), processors[arch].tokenizer.pad_token_id)
+    if arch == "idefics3":  # [rows with images, most images, ...]: the one-image row padded with a zero image
+        assert batch["pixel_values"].shape == (2, 2, 3, 32, 32)
+        assert (batch["pixel_values"][1, 1] == 0).all() and not batch["pixel_attention_mask"][1, 1].any()
+    else:  # 16 patches of 14 x 14 x 3 x 2 (temporal) values per image, one grid row per image
+        assert batch["pixel_values"].shape == (3 * 16, 1176)
+        assert batch["image_grid_thw"].tolist() == [[1, 4, 4]] * 3
+    model = AutoModelForImageTextToText.from_pretrained(folders[arch]).eval()
     with torch.no_grad():
         logits = model(**batch, use_cache=False).logits
         for r, example in enumerate(dataset):

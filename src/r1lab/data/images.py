@@ -40,6 +40,7 @@ from r1lab.errors import UserError
 PLACEHOLDER = "<image>"
 _SLOT = re.compile("\ue000(\\d+)\ue001")  # private-use marks: an image slot's place in the normalised text
 _COLUMNS = ("messages", "prompt", "completion")
+_PER_TOKEN = ("attention_mask", "mm_token_type_ids", "token_type_ids")  # [1, tokens] tensors of an example
 
 
 @dataclass
@@ -239,7 +240,7 @@ def build_image_sft_dataset(
                 continue
             for key in ("input_ids", "labels"):
                 example[key] = example[key][: cfg.max_length]
-            for key in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
+            for key in _PER_TOKEN:
                 if key in example:
                     example[key] = example[key][:, : cfg.max_length]
             stats["truncated"] += 1
@@ -328,7 +329,8 @@ def collate_images(
     batch["input_ids"], batch["labels"] = input_ids, labels
     for key in sorted(set().union(*examples) - {"input_ids", "labels"}):
         values = [e[key] for e in examples if key in e]
-        if key in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
+        if key in _PER_TOKEN:  # a row without images has no mm_token_type_ids: all text (0)
+            values = [e.get(key, torch.zeros(1, len(e["input_ids"]), dtype=torch.long)) for e in examples]
             batch[key] = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[-1])) for v in values])
         elif values[0].dim() == (5 if key == "pixel_values" else 4) and key.startswith("pixel"):
             most = max(v.shape[1] for v in values)  # Idefics3: [1, images, ...] per row
