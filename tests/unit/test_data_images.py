@@ -311,6 +311,12 @@ def test_bad_inputs_name_file_line_and_fix(folders, processors, tmp_path):
     url = _write(tmp_path / "url", [_chat("https://example.com/a.png")], {})
     with pytest.raises(UserError, match="URL"):
         read_image_sft_data(DataConfig(path=str(url)))
+    part = {"type": "image", "url": "http://example.com/a.png"}
+    url = _write(
+        tmp_path / "url", [{"messages": [{"role": "user", "content": [part]}, _chat()["messages"][1]]}], {}
+    )
+    with pytest.raises(UserError, match="URL"):
+        read_image_sft_data(DataConfig(path=str(url)))
 
     ok = _write(tmp_path / "ok", [_chat()], good)
     text_only = load_processor(str(folders["text"]))

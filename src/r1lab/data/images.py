@@ -2,8 +2,8 @@
 mask the labels, and batch the rows.
 
 Where images come from, in a row's `messages` (or `prompt` / `completion`) column:
-  - content parts `{"type": "image", "image": PATH | bytes | {"bytes": ..., "path": ...}}` (the last is how
-    HF datasets' Image feature reads back, from Parquet or `datasets`);
+  - content parts `{"type": "image", "image": PATH | bytes | {"bytes": ..., "path": ...}}` (the dict is how
+    HF datasets' Image feature reads back, from Parquet or `datasets`; keys "path" / "url" work as "image");
   - placeholders, `{"type": "image"}` parts without a value or `<image>` in the text, filled in order from the
     row's `images` column (a list of paths, bytes or Image-feature dicts; `data.columns: {images: <col>}` maps it).
 A relative PATH is resolved from the data file's folder (from `data.path` itself when it is a folder), never from
@@ -125,7 +125,7 @@ def image_row(record: dict[str, Any], schema: Schema, cfg: DataConfig, where: st
             return [mark(v) for v in value]
         if isinstance(value, dict):
             if value.get("type") == "image":
-                slots.append(value.get("image"))
+                slots.append(next((value[k] for k in ("image", "path", "url") if value.get(k)), None))
                 return {"type": "text", "text": f"\ue000{len(slots) - 1}\ue001"}
             return {k: mark(v) if k in ("content", "value", "text") else v for k, v in value.items()}
         return value
