@@ -298,6 +298,39 @@ def data_pairs(
     )
 
 
+@data_app.command("prm-labels")
+def data_prm_labels(
+    model: Annotated[str, typer.Argument(help="the model to sample from (named default, folder, hub id)")],
+    out: Annotated[Path, typer.Option(help="where to write the labelled steps (JSONL, PRM data)")],
+    task: Annotated[str | None, typer.Option(help="a built-in task: its prompts and its reward")] = None,
+    data: Annotated[str | None, typer.Option(help="a prompt file (with --reward) instead of --task")] = None,
+    reward: Annotated[list[str] | None, typer.Option("--reward", "-r", help="reward (repeatable)")] = None,
+    n: Annotated[int, typer.Option("--n", help="completions sampled per prompt")] = 4,
+    mc: Annotated[int, typer.Option("--mc", help="continuations per step prefix (M)")] = 8,
+    step_sep: Annotated[str, typer.Option(help="the text ending a step (\\n, \\t read)")] = "\\n",
+    limit: Annotated[int | None, typer.Option(help="prompts to use (a task: how many, 500)")] = None,
+    split: str = "train",
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: Annotated[int, typer.Option(help="prompts per generate call")] = 16,
+    seed: int = 0,
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
+) -> None:
+    """Process reward model data: sample N completions per prompt and label each step good (1) when one of M
+    continuations from it reaches a correct answer (Math-Shepherd); rows {prompt, steps, labels, values}."""
+    from r1lab.stages.prm_labels import LabelOptions, make_prm_labels
+
+    sep = step_sep.replace("\\n", "\n").replace("\\t", "\t")
+    opts = LabelOptions(n, mc, sep, temperature, max_new_tokens, batch_size, seed, engine)
+    counts = make_prm_labels(
+        model, out, task=task, data=data, rewards=reward, limit=limit, split=split, opts=opts
+    )
+    console.print(
+        f"[green]wrote[/green] {counts['rows']} samples ({counts['steps']} steps, {counts['good_steps']} good) "
+        f"from {counts['prompts']} prompts to {out} ({counts['single_step']} with a single step)"
+    )
+
+
 @data_app.command("tasks")
 def data_tasks() -> None:
     """List the built-in tasks, their default reward and their knobs."""

@@ -101,6 +101,8 @@ def test_a_tiny_prm_learns_good_and_bad_steps_and_reloads(tmp_path, tiny_model_d
     model, tok, loaded = load_reward_model(final, kinds=("prm",))
     assert loaded == meta
     scores = [score_steps(model, tok, r["prompt"], r["steps"]) for r in held_rows]
+    as_messages = [{"role": "user", "content": held_rows[0]["prompt"]}]  # a prm-labels row's prompt
+    assert score_steps(model, tok, as_messages, held_rows[0]["steps"]) == scores[0]
     assert [[int(s > 0) for s in row] for row in scores] == [r["labels"] for r in held_rows]
 
     def bce(s: float, y: int) -> float:
@@ -166,3 +168,73 @@ def test_one_class_and_a_merging_separator_are_refused(tmp_path, tiny_model_dir)
     assert "step_sep" in e.value.fix and e.value.where.startswith(f"{tmp_path / 'sep.jsonl'}:")
     with pytest.raises(UserError, match="step_sep is empty"):
         make_cfg(tmp_path, tiny_model_dir, "empty", rows, "step_sep=''")
+
+
+def test_step_labels_from_known_continuations(tiny_tokenizer) -> None:
+    from test_dpo_steps import COLUMNS, PROMPT, RIGHT, WRONG, ScriptedEngine, table
+
+    from r1lab.config import RewardSpec
+    from r1lab.rewards import RewardRunner
+    from r1lab.rollout import SamplingParams
+    from r1lab.rollout.step_values import Prefix
+    from r1lab.stages.prm_labels import LabelOptions, label_samples
+
+    prompt = Prefix(tiny_tokenizer(PROMPT)["input_ids"], PROMPT, "", COLUMNS)
+    opts = LabelOptions(mc=4)
+    with RewardRunner([RewardSpec(name="countdown")], isolated=False) as countdown:
+        engine = ScriptedEngine(
+            tiny_tokenizer, PROMPT, table([3, 1, 0])
+        )  # 1 of 4 right after step 1, 0 after 2
+        samples = [(prompt, WRONG, False), (prompt, RIGHT, True), (prompt, " \n", False)]
+        wrong, right, blank = label_samples(
+            engine, tiny_tokenizer, countdown, samples, opts, SamplingParams()
+        )
+        assert engine.calls == ["3 * 2 = 6\n", "3 * 2 = 6\n6 + 4 = 10\n"]  # partial prefixes only
+        assert wrong == {"steps": ["3 * 2 = 6\n", "6 + 4 = 10\n", "Answer: 3 * 2 + 4"], "values": [0.25, 0.0, 0.0],
+                         "labels": [1, 0, 0], "correct": False}  # fmt: skip
+        assert right == {"steps": [RIGHT], "values": [1.0], "labels": [1], "correct": True} and blank is None
+        engine = ScriptedEngine(tiny_tokenizer, PROMPT, table([0, 4, 2]))
+        (row,) = label_samples(engine, tiny_tokenizer, countdown, samples[:1], opts, SamplingParams())
+        assert row["values"] == [1.0, 0.5, 0.0] and row["labels"] == [1, 1, 0]  # the last: the verdict
+
+
+PARITY = "def even(completion, **columns):\n    return float(len(completion) % 2 == 0)\n"
+
+
+def test_prm_labels_command_on_the_tiny_model(tmp_path, tiny_model_dir) -> None:
+    from typer.testing import CliRunner
+
+    from r1lab.cli import app
+    from r1lab.rollout.step_values import split_steps
+
+    (tmp_path / "parity.py").write_text(PARITY)
+    prompts = write_rows(
+        tmp_path / "prompts.jsonl", [{"prompt": f"Say {i} and more.", "id": i} for i in range(3)]
+    )
+    out = tmp_path / "steps.jsonl"
+    args = ["data", "prm-labels", str(tiny_model_dir), "--data", prompts, "-r", f"{tmp_path}/parity.py:even",
+            "--n", "3", "--mc", "2", "--step-sep", " ", "--max-new-tokens", "10", "--seed", "1", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 0 < len(rows) <= 9 and any(len(r["steps"]) > 1 for r in rows)
+    for row in rows:
+        text = "".join(row["steps"])
+        assert split_steps(text, " ") == row["steps"] and row["correct"] is (len(text) % 2 == 0)
+        assert len(row["values"]) == len(row["labels"]) == len(row["steps"])
+        assert all(v * 2 == round(v * 2) for v in row["values"][:-1]) and row["values"][-1] == float(
+            row["correct"]
+        )
+        assert row["labels"] == [int(v > 0) for v in row["values"]] and row["prompt"][-1]["role"] == "user"
+        assert row["sampling"]["mc"] == 2 and row["sampling"]["sep"] == " " and "id" in row
+
+    bad = [*args[:-1], str(tmp_path / "none.jsonl")]
+    result = CliRunner().invoke(
+        app, [*bad[: bad.index("--step-sep") + 1], "@@@@", *bad[bad.index("--step-sep") + 2 :]]
+    )
+    assert isinstance(result.exception, UserError) and "--step-sep" in result.exception.where
+    assert (
+        "no sample has more than one step" in str(result.exception) and not (tmp_path / "none.jsonl").exists()
+    )
+    result = CliRunner().invoke(app, [*args, "--mc", "0"])
+    assert isinstance(result.exception, UserError) and "--mc must be at least 1" in str(result.exception)

@@ -177,15 +177,21 @@ def token_scores(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     return seen[-1][..., 0].float()
 
 
-def score_steps(model: Any, tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list[str]) -> list[float]:
+def score_steps(
+    model: Any, tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, Any]], steps: list[str]
+) -> list[float]:
     """One score per step of a completion (a PRM loaded with kinds=("prm",)), templated as it was trained
-    (its step separator, system prompt and last max_length tokens); a step cut off by max_length gets none."""
+    (its step separator, system prompt and last max_length tokens); a step cut off by max_length gets none.
+    `prompt`: the user's text, or the prompt messages as a PRM data row holds them (used as they are)."""
     import torch
 
     from r1lab.data.prm_data import step_ids
 
     meta = getattr(model, "reward_meta", {})
-    messages = conversation(prompt, "", meta.get("system_prompt"))[:-1]
+    if isinstance(prompt, str):
+        messages = conversation(prompt, "", meta.get("system_prompt"))[:-1]
+    else:
+        messages = list(prompt)
     ids, positions = step_ids(tokenizer, messages, steps, meta.get("step_sep", "\n"))
     cut = max(0, len(ids) - (meta.get("max_length") or len(ids)))
     ids, positions = ids[cut:], [p - cut for p in positions if p >= cut]
