@@ -137,6 +137,9 @@ def test_code_records_and_demonstrations(code_train):
         if len(calls) == 3:
             assert tool[0] != tool[1]  # the first version was wrong on the example
     assert 0 < fixed < len(code_train)
+    with pytest.raises(UserError, match=r"fix_rate must be in \[0, 1\]"):
+        get_task("code").generate(5, fix_rate=1.5)
+    assert all(len(c) == 2 for c in map(assistant_calls, get_task("code").generate(20, fix_rate=0.0)))
 
 
 def test_digit_sum_problem_by_hand():
