@@ -132,6 +132,10 @@ def test_orm_loaders_refuse_a_prm(tmp_path) -> None:
 
     with pytest.raises(UserError, match="process reward model"):
         load_learned(RewardSpec(name=f"model:{folder}"))
+    from r1lab.eval.scaling import load_scorers
+
+    with pytest.raises(UserError, match="process reward model"):  # eval --select best_of_n:PRM
+        load_scorers([("best_of_n", str(folder))])
     with pytest.raises(UserError, match=r"holds no model|not a reward model"):
         load_reward_model(tmp_path, kinds=("prm",))
 
@@ -238,3 +242,17 @@ def test_prm_labels_command_on_the_tiny_model(tmp_path, tiny_model_dir) -> None:
     )
     result = CliRunner().invoke(app, [*args, "--mc", "0"])
     assert isinstance(result.exception, UserError) and "--mc must be at least 1" in str(result.exception)
+
+
+def test_a_lora_prm_trains_its_head_through_the_adapter(tmp_path, tiny_model_dir) -> None:
+    cfg = make_cfg(tmp_path, tiny_model_dir, "lora", good_bad_rows(8, seed=0), "model.lora.r=2",
+                   "model.lora.alpha=4", "train.max_steps=6", "data.eval_fraction=0.25")  # fmt: skip
+    final = run_reward_model(cfg)
+    metrics = [
+        json.loads(line) for line in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert losses[-1] < losses[0] and "eval/step_accuracy" in metrics[-1]
+    assert not (final / "adapter_config.json").exists()  # merged: a plain classifier folder
+    model, tok, meta = load_reward_model(final, kinds=("prm",))
+    assert meta["kind"] == "prm" and len(score_steps(model, tok, "Add 1.", ["1 is good", "2 is bad"])) == 2
