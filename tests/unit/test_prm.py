@@ -256,3 +256,22 @@ def test_a_lora_prm_trains_its_head_through_the_adapter(tmp_path, tiny_model_dir
     assert not (final / "adapter_config.json").exists()  # merged: a plain classifier folder
     model, tok, meta = load_reward_model(final, kinds=("prm",))
     assert meta["kind"] == "prm" and len(score_steps(model, tok, "Add 1.", ["1 is good", "2 is bad"])) == 2
+
+
+def test_overlong_rows_lose_their_first_steps_or_are_dropped(tmp_path, tiny_tokenizer) -> None:
+    from r1lab.config import DataConfig
+    from r1lab.data.prm_data import build_step_dataset, read_step_data
+
+    row = {"prompt": "Add 1.", "steps": ["1 is good", "2 is bad", "3 is good"], "labels": [1, 0, 1]}
+    path = write_rows(tmp_path / "long.jsonl", [row, {**row, "labels": [0, 0, 1]}])
+    ids, positions = step_ids(tiny_tokenizer, [{"role": "user", "content": "Add 1."}], row["steps"], "\n")
+    keep = len(ids) - positions[0] - 1  # the first step's separator falls off the front
+    read = read_step_data(DataConfig(path=path, max_length=keep))
+    data = build_step_dataset(DataConfig(path=path, max_length=keep), tiny_tokenizer, read, "\n")
+    cut = positions[0] + 1
+    assert data[0] == {"ids": [ids[cut:]], "label": [0, 1], "positions": [p - cut for p in positions[1:]]}
+    assert data.stats == {"total": 2, "truncated": 2, "dropped": 0, "kept": 2}
+    with pytest.raises(UserError, match="no row left"):
+        build_step_dataset(
+            DataConfig(path=path, max_length=keep, overlong="drop"), tiny_tokenizer, read, "\n"
+        )
