@@ -40,7 +40,7 @@ from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import on_main, save_checkpoint, save_final
 from r1lab.training.data_order import EpochOrder, shard
 from r1lab.training.distributed import reduce_sum
-from r1lab.training.interrupt import StopFlag, StopRequested
+from r1lab.training.interrupt import StopFlag, record_stop
 from r1lab.training.optim import build_optimizer, build_scheduler
 from r1lab.training.resume import restore, resume_point
 from r1lab.training.rundir import ensure_writable, write_state
@@ -192,14 +192,7 @@ def run_reward_model(cfg: RewardModelConfig) -> Path:
                     save(step)
                 stop.check(accelerator)
     except KeyboardInterrupt as stopped:
-        tracker.close()
-        graceful = isinstance(stopped, StopRequested)
-        if graceful:
-            save(step)
-        if main:
-            write_state(out, "interrupted", step=step, total_steps=total)
-            kept = f"checkpoint step-{step} saved" if graceful else "the newest periodic checkpoint is kept"
-            console.print(f"[yellow]stopped at step {step}: {kept}; continue with --resume[/yellow]")
+        record_stop(stopped, step, total, out, main, tracker, save)
         raise
 
     results = evaluate() if held else None  # and always after the last step

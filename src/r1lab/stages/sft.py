@@ -29,7 +29,7 @@ from r1lab.training.data_order import EpochOrder, shard
 from r1lab.training.distributed import reduce_sum
 from r1lab.training.fsdp import full_weights
 from r1lab.training.hft import apply_hft, write_hft_record
-from r1lab.training.interrupt import StopFlag, StopRequested
+from r1lab.training.interrupt import StopFlag, record_stop
 from r1lab.training.optim import build_optimizer, build_scheduler
 from r1lab.training.resume import restore, resume_point
 from r1lab.training.rundir import ensure_writable, write_state
@@ -172,14 +172,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                     save(step)
                 stop.check(accelerator)
     except KeyboardInterrupt as stopped:
-        tracker.close()
-        graceful = isinstance(stopped, StopRequested)  # else a second Ctrl-C: the step may be half done
-        if graceful:
-            save(step)
-        if main:
-            write_state(out, "interrupted", step=step, total_steps=total)
-            kept = f"checkpoint step-{step} saved" if graceful else "the newest periodic checkpoint is kept"
-            console.print(f"[yellow]stopped at step {step}: {kept}; continue with --resume[/yellow]")
+        record_stop(stopped, step, total, out, main, tracker, save)
         raise
 
     if dataset.eval:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import torch
 
 from r1lab.training.distributed import reduce_sum
+from r1lab.training.rundir import write_state
+from r1lab.training.tracking import Tracker, console
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -47,3 +51,20 @@ class StopFlag:
             flag = reduce_sum(torch.tensor([float(flag)], device=accelerator.device)).item() > 0
         if flag:
             raise StopRequested
+
+
+def record_stop(
+    stopped: KeyboardInterrupt, step: int, total: int, out: Path, main: bool, tracker: Tracker,
+    save: Callable[[int], Any],
+) -> None:  # fmt: skip
+    """What a training loop does when it is stopped, before re-raising: a stop at a step boundary writes a
+    checkpoint; a second Ctrl-C (the step may be half done) keeps the newest periodic one. The run is marked
+    interrupted, and the console says how to continue."""
+    tracker.close()
+    graceful = isinstance(stopped, StopRequested)
+    if graceful:
+        save(step)
+    if main:
+        write_state(out, "interrupted", step=step, total_steps=total)
+        kept = f"checkpoint step-{step} saved" if graceful else "the newest periodic checkpoint is kept"
+        console.print(f"[yellow]stopped at step {step}: {kept}; continue with --resume[/yellow]")
