@@ -11,6 +11,7 @@ from r1lab.config import DataConfig
 from r1lab.data.formats import Conversation, normalise, resolve_schema
 from r1lab.data.splits import SplitDataset, train_eval_records
 from r1lab.data.tokenize import IGNORE, tokenize_conversation
+from r1lab.data.tool_rows import prepare_tool_row, tool_schemas
 from r1lab.errors import UserError
 
 
@@ -36,8 +37,10 @@ class SFTRecords:
 def read_sft_data(cfg: DataConfig, *, seed: int = 0) -> SFTRecords:
     """Read and normalise the SFT data (format, columns, roles); `seed` draws the eval_fraction split."""
     train, held = train_eval_records(cfg, seed)
-    eval_set = None if held is None else _read(held, cfg, cfg.eval_path or cfg.path)
-    return _read(train, cfg, cfg.path, eval_set)
+    eval_set = (
+        None if held is None else _read(held, cfg, cfg.eval_path or cfg.path, whole=bool(cfg.eval_path))
+    )
+    return _read(train, cfg, cfg.path, eval_set, whole=not held or bool(cfg.eval_path))
 
 
 def build_sft_dataset(
@@ -50,7 +53,11 @@ def build_sft_dataset(
 
 
 def _read(
-    records: list[dict[str, Any]], cfg: DataConfig, source: str, eval_set: SFTRecords | None = None
+    records: list[dict[str, Any]],
+    cfg: DataConfig,
+    source: str,
+    eval_set: SFTRecords | None = None,
+    whole: bool = True,  # the records are the file's own, in order (not a held-out part): errors name file:line
 ) -> SFTRecords:
     schema = resolve_schema(set().union(*records), cfg, source)
     if schema.format not in ("messages", "prompt_completion"):
@@ -64,6 +71,7 @@ def _read(
     for i, record in enumerate(records):
         conv = normalise(record, schema, cfg, f"{source}, record {i + 1}")
         assert isinstance(conv, Conversation)
+        prepare_tool_row(conv, source, i + 1 if whole else None)  # tool rows render as the rollout does
         if conv.has_target():
             conversations.append((i + 1, conv))
     return SFTRecords(conversations, len(records), source, eval_set)
@@ -85,7 +93,9 @@ def _build(
     for number, conv in read.conversations:
         where = f"{source}, record {number}"
         try:
-            ids, labels = tokenize_conversation(tokenizer, conv.messages, conv.first_target)
+            ids, labels = tokenize_conversation(
+                tokenizer, conv.messages, conv.first_target, tool_schemas(conv)
+            )
         except UserError as e:
             raise UserError(
                 e.what, where=f"{where}" + (f", {e.where}" if e.where else ""), fix=e.fix

@@ -14,6 +14,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from r1lab.data.tool_rows import render_tool_conversation
 from r1lab.errors import UserError
 
 IGNORE = -100
@@ -29,8 +30,12 @@ END_OF_TURN = (
 
 
 def render(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    generation_prompt: bool,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
+    """`tools` (a list, maybe empty): a tool conversation, rendered by r1lab.data.tool_rows as the rollout does."""
     if not tokenizer.chat_template:
         raise UserError(
             "the tokenizer has no chat template",
@@ -38,6 +43,8 @@ def render(
             fix="use an instruct model's tokenizer or set model.chat_template to a Jinja template",
         )
     try:
+        if tools is not None:
+            return render_tool_conversation(tokenizer, messages, tools, generation_prompt)
         text = tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=generation_prompt
         )
@@ -57,16 +64,19 @@ def end_of_turn_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
 
 
 def assistant_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], first_target: int = 0
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    first_target: int = 0,
+    tools: list[dict[str, Any]] | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans [start, end) of its trained assistant turns."""
-    full = render(tokenizer, messages, generation_prompt=False)
+    full = render(tokenizer, messages, generation_prompt=False, tools=tools)
     ends = end_of_turn_strings(tokenizer)
     spans = []
     for i, message in enumerate(messages):
         if i < first_target or message["role"] != "assistant":
             continue
-        prefix = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
+        prefix = render(tokenizer, messages[:i], generation_prompt=True, tools=tools) if i else ""
         if not full.startswith(prefix):
             raise UserError(
                 "the chat template renders a conversation differently when it is cut before an assistant turn, "
@@ -80,17 +90,21 @@ def assistant_spans(
             pos, token = min(hits)
             end = pos + len(token)
         else:  # a template without an end-of-turn token: train on everything up to the next turn
-            nxt = render(tokenizer, messages[: i + 1], generation_prompt=False)
+            nxt = render(tokenizer, messages[: i + 1], generation_prompt=False, tools=tools)
             end = len(nxt) if full.startswith(nxt) else len(full)
         spans.append((start, end))
     return full, spans
 
 
 def tokenize_conversation(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], first_target: int = 0
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    first_target: int = 0,
+    tools: list[dict[str, Any]] | None = None,
 ) -> tuple[list[int], list[int]]:
-    """input_ids of the templated conversation and labels: the token id on trained assistant tokens, else -100."""
-    full, spans = assistant_spans(tokenizer, messages, first_target)
+    """input_ids of the templated conversation and labels: the token id on trained assistant tokens, else -100.
+    `tools`: see `render`."""
+    full, spans = assistant_spans(tokenizer, messages, first_target, tools)
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(
             "a fast (Rust) tokenizer is needed to map tokens to characters",

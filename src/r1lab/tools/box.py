@@ -75,15 +75,9 @@ class ToolBox:
 
     def system_prompt_fallback(self) -> str:
         """The tool instructions for a chat template without tool support: the Hermes/Qwen system text."""
-        schemas = "\n".join(json.dumps(s, ensure_ascii=False) for s in self.schemas())
-        return (
-            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-            "You are provided with function signatures within <tools></tools> XML tags:\n"
-            f"<tools>\n{schemas}\n</tools>\n\n"
-            "For each function call, return a json object with function name and arguments within "
-            "<tool_call></tool_call> XML tags:\n"
-            '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
-        )
+        from r1lab.data.tool_rows import fallback_instructions
+
+        return fallback_instructions(self.schemas())
 
     def run(self, call: ToolCall) -> ToolResult:
         """Run one parsed call; errors come back as text (see the module docstring)."""
