@@ -111,7 +111,8 @@ def test_eval_select_curves_match_the_samples(tiny_model_dir, tiny_orm_dir, data
     [
         (["--n", "4", "--select", "majority", "--n-curve", "1,64"], r"\[64\] outside 1..4"),
         (["--n", "4", "--select", "best_of_n"], "needs a reward model"),
-        (["--n", "4", "--select", "prm_min"], "unknown selection 'prm_min'"),
+        (["--n", "4", "--select", "prm_min"], "needs a process reward model"),
+        (["--n", "4", "--select", "prm_mean:x"], "unknown selection 'prm_mean'"),
         (["--select", "majority"], "needs several samples per problem"),
         (["--n", "4", "--n-curve", "1,2"], "--n-curve needs --select"),
         (["--n", "4", "--select", "weighted_majority:MODEL"], "is a causal LM"),

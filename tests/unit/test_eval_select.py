@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from r1lab.eval.select import (
     AT_K,
     best_of_n_at_k,
     best_of_n_correct,
+    prm_aggregate,
     sigmoid,
     vote_at_k,
     weighted_majority_at_k,
@@ -179,13 +181,16 @@ def test_scaling_curves_refuse_fewer_samples_than_n():
 
 
 def test_parse_selects_and_n_curve():
-    assert parse_selects(["majority", "best_of_n:/m", "weighted_majority:/m", "majority"]) == [
+    assert parse_selects(["majority", "best_of_n:/m", "weighted_majority:/m", "majority", "prm_min:/p"]) == [
         ("majority", None),
         ("best_of_n", "/m"),
         ("weighted_majority", "/m"),
+        ("prm_min", "/p"),
     ]
     for bad, message in [
-        (["prm_min"], "unknown selection 'prm_min'"),
+        (["prm_mean:/p"], "unknown selection 'prm_mean'"),
+        (["prm_min"], "needs a process reward model"),
+        (["prm_last:"], "needs a process reward model"),
         (["best_of_n"], "needs a reward model"),
         (["weighted_majority:"], "needs a reward model"),
         (["majority:/m"], "takes no reward model"),
@@ -201,3 +206,67 @@ def test_parse_selects_and_n_curve():
         parse_n_curve("1", 1)
     with pytest.raises(UserError, match="not a list of integers"):
         parse_n_curve("1,four", 8)
+
+
+# step scores of four completions (c2 has no separator: one step), and which are right
+STEPS = [[2.0, -1.0, 0.5], [0.2, 0.3], [0.4], [3.0, 0.1]]
+RIGHT = [True, False, False, True]
+
+
+def test_prm_aggregate_min_and_last():
+    assert [prm_aggregate(s, "prm_min") for s in STEPS] == [-1.0, 0.2, 0.4, 0.1]
+    assert [prm_aggregate(s, "prm_last") for s in STEPS] == [0.5, 0.3, 0.4, 0.1]
+    assert prm_aggregate([], "prm_min") == -math.inf  # nothing scored: never picked over a scored one
+    with pytest.raises(ValueError, match="unknown PRM aggregation"):
+        prm_aggregate([1.0], "prm_mean")
+
+
+def test_prm_selection_at_k_by_hand():
+    mins = [prm_aggregate(s, "prm_min") for s in STEPS]
+    lasts = [prm_aggregate(s, "prm_last") for s in STEPS]
+    # prm_min ranks c2 (wrong) > c1 (wrong) > c3 (right) > c0 (right): all 4 -> c2 -> 0; pairs: only {c3, c0}
+    # has no wrong one on top -> 1/6; triples: the one without c2 has c1 on top -> 0; k=1: mean correctness
+    at = [AT_K["prm_min"]([None] * 4, mins, RIGHT, k) for k in (1, 2, 3, 4)]
+    assert at == pytest.approx([0.5, 1 / 6, 0.0, 0.0])
+    # prm_last ranks c0 (right) > c2 > c1 (wrong) > c3 (right): pairs with c0 (3 of 6) right; triples 3 of 4
+    at = [AT_K["prm_last"]([None] * 4, lasts, RIGHT, k) for k in (1, 2, 3, 4)]
+    assert at == pytest.approx([0.5, 0.5, 0.75, 1.0])
+    for method, values in (("prm_min", mins), ("prm_last", lasts)):  # the one closed form, by enumeration
+        for k in (1, 2, 3):
+            want = _brute(
+                lambda s, v=values: best_of_n_correct([v[i] for i in s], [RIGHT[i] for i in s]), 4, k
+            )
+            assert AT_K[method]([None] * 4, values, RIGHT, k) == pytest.approx(want, abs=1e-12)
+
+
+def test_scaling_curves_aggregate_prm_step_scores():
+    sampled = _rows([[("1", ok, 5) for ok in RIGHT]])
+    scores, tokens = {"prm": STEPS}, {"prm": [9, 7, 6, 8]}
+    out = scaling_curves(sampled, [("prm_min", "prm"), ("prm_last", "prm")], [2, 4], scores, tokens)
+    by = {c["label"]: [p["accuracy"] for p in c["points"]] for c in out["curves"]}
+    assert by == {"prm_min:prm": pytest.approx([1 / 6, 0.0]), "prm_last:prm": pytest.approx([0.5, 1.0])}
+    assert [p["tokens_scored"] for p in out["curves"][0]["points"]] == [15, 30]  # n x mean(9, 7, 6, 8)
+    assert [p["tokens_generated"] for p in out["curves"][1]["points"]] == [10, 20]
+
+
+def test_reward_model_kinds_are_checked_by_name(tmp_path):
+    from r1lab.eval.scaling import check_kind, load_scorers
+
+    orm, prm, foreign, causal = (tmp_path / name for name in ("orm", "prm", "foreign", "causal"))
+    for folder in (orm, prm, foreign, causal):
+        folder.mkdir()
+    (orm / "reward_model.json").write_text(json.dumps({"kind": "orm"}))
+    (prm / "reward_model.json").write_text(json.dumps({"kind": "prm", "step_sep": "\n"}))
+    (foreign / "config.json").write_text(json.dumps({"architectures": ["LlamaForSequenceClassification"]}))
+    (causal / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    assert check_kind("prm_min", str(prm)) == "prm" and check_kind("best_of_n", str(orm)) == "orm"
+    assert check_kind("best_of_n", str(foreign)) == "orm" and check_kind("prm_last", str(causal)) == "prm"
+    for folder in (orm, foreign):  # an ORM where a PRM is needed
+        with pytest.raises(UserError, match="is an outcome reward model") as e:
+            load_scorers([("majority", None), ("prm_min", str(folder))])
+        assert f"--select prm_min:{folder}" in str(e.value) and "prm_bce" in e.value.fix
+    with pytest.raises(UserError, match=r"^--prm X: .* is an outcome reward model"):
+        check_kind("prm_last", str(orm), flag="--prm X")
+    with pytest.raises(UserError, match="is a process reward model") as e:  # a PRM where an ORM is needed
+        load_scorers([("weighted_majority", str(prm))])
+    assert f"--select prm_min:{prm}" in e.value.fix

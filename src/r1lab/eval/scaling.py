@@ -1,11 +1,14 @@
-"""Test-time scaling for `r1lab eval --select ...`: accuracy vs n for majority vote, ORM best-of-n and
-ORM-weighted majority, from the n samples per problem an eval drew, with the compute each point costs.
+"""Test-time scaling for `r1lab eval --select ...`: accuracy vs n for majority vote, ORM best-of-n,
+ORM-weighted majority and PRM selection (prm_min, prm_last), from the n samples per problem an eval drew, with
+the compute each point costs.
 
 For each n of the curve, a method's accuracy on a problem is its expected accuracy over n-subsets of that
 problem's drawn samples (drawn without replacement; the unbiased estimator, see eval/select.py); the curve point
 is the mean over problems with a 95% Wilson interval over problems, as eval's pass@k / maj@k. Compute per point:
 tokens generated (n × the problem's mean completion length, summed over problems: the expected count for an
-n-subset) and, for the ORM methods, tokens the ORM read (the templated prompt + completion pair, as score() feeds it).
+n-subset) and, for the reward-model methods, tokens the model read (the templated prompt + completion, as
+score() / score_steps() feed it). A PRM splits a completion into steps at its step separator
+(rollout.step_values.split_steps; a completion without one is one step) and scores them in one pass.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from typing import Any
 
 from r1lab.errors import UserError
 from r1lab.eval.metrics import wilson_interval
-from r1lab.eval.select import AT_K, METHODS_NEEDING_SCORES
+from r1lab.eval.select import AT_K, METHODS_NEEDING_PRM, METHODS_NEEDING_SCORES, prm_aggregate
 
-Selection = tuple[str, str | None]  # (method, ORM path or None)
-SCORES_FILE = "orm_scores.jsonl"
+Selection = tuple[str, str | None]  # (method, reward model path or None)
+SCORES_FILE = "orm_scores.jsonl"  # per sample: each reward model's score (a PRM's: its list of step scores)
+NEEDS_MODEL = METHODS_NEEDING_SCORES + METHODS_NEEDING_PRM
 
 
 def parse_selects(items: list[str]) -> list[Selection]:
-    """`majority`, `best_of_n:PATH`, `weighted_majority:PATH` -> [(method, path)]; mistakes are UserErrors."""
+    """`majority`, `best_of_n:PATH`, `prm_min:PATH`, ... -> [(method, path)]; mistakes are UserErrors."""
     out: list[Selection] = []
     for item in items:
         name, sep, path = item.partition(":")
@@ -31,15 +35,22 @@ def parse_selects(items: list[str]) -> list[Selection]:
             raise UserError(
                 f"--select {item!r}: unknown selection {name!r}",
                 where="r1lab eval --select",
-                fix=f"use one of: majority, {', '.join(m + ':ORM_FOLDER' for m in METHODS_NEEDING_SCORES)}",
+                fix="use one of: majority, "
+                + ", ".join(
+                    [m + ":ORM_FOLDER" for m in METHODS_NEEDING_SCORES]
+                    + [m + ":PRM_FOLDER" for m in METHODS_NEEDING_PRM]
+                ),
             )
-        if name in METHODS_NEEDING_SCORES and not path:
+        if name in NEEDS_MODEL and not path:
+            which = (
+                "a process reward model (loss: prm_bce)" if name in METHODS_NEEDING_PRM else "a reward model"
+            )
             raise UserError(
-                f"--select {name} needs a reward model to score the samples",
+                f"--select {name} needs {which} to score the samples",
                 where="r1lab eval --select",
                 fix=f"name its folder: --select {name}:PATH (a `kind: reward_model` stage's final/)",
             )
-        if name not in METHODS_NEEDING_SCORES and sep:
+        if name not in NEEDS_MODEL and sep:
             raise UserError(
                 f"--select {item!r}: {name} takes no reward model",
                 where="r1lab eval --select",
@@ -79,13 +90,72 @@ def parse_n_curve(text: str | None, n: int) -> list[int]:
 
 
 def load_scorers(selects: list[Selection]) -> dict[str, Any]:
-    """path -> (model, tokenizer, meta) for each reward model named; a folder that is not one: its loader's error."""
-    paths = [path for _, path in selects if path is not None]
-    if not paths:
+    """path -> (model, tokenizer, meta) for each reward model named: an ORM for best_of_n / weighted_majority,
+    a PRM for prm_min / prm_last (the other kind is refused by name); a folder that is not one: its loader's error."""
+    kinds: dict[str, str] = {}
+    for method, path in selects:
+        if path is not None:
+            kinds.setdefault(path, check_kind(method, path))
+    if not kinds:
         return {}
     from r1lab.rewards.reward_model_io import load_reward_model
 
-    return {path: load_reward_model(path) for path in paths}
+    return {path: load_reward_model(path, kinds=(kind,)) for path, kind in kinds.items()}
+
+
+def check_kind(method: str, path: str, flag: str | None = None) -> str:
+    """The kind of reward model `method` needs (orm or prm); a UserError, naming `flag` (default `--select
+    method:path`), when the folder is the other kind: its reward_model.json says so, or it is a sequence
+    classifier without one (an ORM from elsewhere). Any other folder is left to the loader to describe."""
+    from r1lab.rewards.reward_model_io import MARKER
+
+    folder, flag = Path(path).expanduser(), flag or f"--select {method}:{path}"
+    need = "prm" if method in METHODS_NEEDING_PRM else "orm"
+    marker = folder / MARKER
+    kind = json.loads(marker.read_text()).get("kind") if marker.is_file() else None
+    config = folder / "config.json"
+    if kind is None and config.is_file():
+        archs = json.loads(config.read_text()).get("architectures") or [""]
+        kind = "orm" if archs[0].endswith("ForSequenceClassification") else None
+    if need == "prm" and kind is not None and kind != "prm":
+        raise UserError(
+            f"{flag}: {folder} is an outcome reward model (kind {kind}: one score per completion), but a process "
+            "reward model (one score per step) is needed",
+            where=str(marker if marker.is_file() else folder),
+            fix="give a PRM folder (a kind: reward_model stage with loss: prm_bce), or score with this one "
+            f"through --select best_of_n:{path}",
+        )
+    if need == "orm" and kind == "prm":
+        raise UserError(
+            f"{flag}: {folder} is a process reward model (kind prm: one score per step), but {method} needs an "
+            "outcome reward model (one score per completion)",
+            where=str(marker),
+            fix=f"select with its step scores: --select prm_min:{path} or --select prm_last:{path}",
+        )
+    return need
+
+
+def prm_step_scores(scorer: Any, prompt: str, text: str) -> tuple[list[float], int]:
+    """A PRM's (model, tokenizer, meta) scores of each step of `text` (split at its separator; no separator:
+    one step) and the tokens it read; a separator the tokenizer merges with the next step is a UserError."""
+    from r1lab.data.prm_data import step_ids
+    from r1lab.data.reward_data import conversation
+    from r1lab.rewards.reward_model_io import score_steps
+    from r1lab.rollout.step_values import split_steps
+
+    model, tokenizer, meta = scorer
+    sep = meta.get("step_sep", "\n")
+    steps = split_steps(text, sep) or [text]
+    try:
+        scores = score_steps(model, tokenizer, prompt, steps)
+    except ValueError as e:
+        raise UserError(
+            f"the PRM cannot score the completion {text[:60]!r}: {e}",
+            where=f"step_sep {sep!r} of the PRM's reward_model.json",
+            fix="train the PRM with a separator the tokenizer keeps as its own token (the default newline)",
+        ) from None
+    ids, _ = step_ids(tokenizer, conversation(prompt, "", meta.get("system_prompt"))[:-1], steps, sep)
+    return scores, min(len(ids), meta.get("max_length") or len(ids))
 
 
 def score_samples(
@@ -93,7 +163,7 @@ def score_samples(
 ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
     """Each ORM's score of every sampled (prompt, completion), and the tokens it read for each: the templated
     pair score() feeds the model, cut to its last max_length."""
-    scores: dict[str, list[float]] = {}
+    scores: dict[str, list[Any]] = {}
     tokens: dict[str, list[int]] = {}
     if not scorers:
         return scores, tokens
@@ -102,6 +172,10 @@ def score_samples(
 
     prompts, completions = [r["prompt"] for r in sampled], [r["completion"] for r in sampled]
     for path, (model, tokenizer, meta) in scorers.items():
+        if meta.get("kind") == "prm":  # per sample its list of step scores
+            pairs = [prm_step_scores(scorers[path], p, c) for p, c in zip(prompts, completions, strict=True)]
+            scores[path], tokens[path] = [s for s, _ in pairs], [t for _, t in pairs]
+            continue
         scores[path] = [
             float(s) for s in score(model, tokenizer, prompts, completions, batch_size=batch_size)
         ]
@@ -155,10 +229,11 @@ def scaling_curves(
     sampled: list[dict],
     selects: list[Selection],
     n_curve: list[int],
-    scores: dict[str, list[float]],
+    scores: dict[str, list[Any]],
     scored_tokens: dict[str, list[int]],
 ) -> dict[str, Any]:
-    """The curves from sampled rows (problem, answer, correct, length) and per-row ORM scores / token counts."""
+    """The curves from sampled rows (problem, answer, correct, length) and per-row reward model scores (an ORM's
+    float, a PRM's list of step scores) / token counts."""
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(sampled):
         groups.setdefault(r["problem"], []).append(i)
@@ -183,7 +258,7 @@ def scaling_curves(
             values = [
                 AT_K[method](
                     [sampled[i]["answer"] for i in g],
-                    None if path is None else [scores[path][i] for i in g],
+                    None if path is None else [_score(method, scores[path][i]) for i in g],
                     [sampled[i]["correct"] for i in g],
                     n,
                 )
@@ -203,12 +278,18 @@ def scaling_curves(
     return {
         "num_problems": len(problems),
         "samples_per_problem": min(sizes),
-        "estimator": "mean over n-subsets drawn without replacement (exact for best_of_n; all subsets up to "
-        "5000, else 5000 random ones); 95% Wilson interval over problems; weighted_majority weights sigmoid(score)",
+        "estimator": "mean over n-subsets drawn without replacement (exact for best_of_n and prm_*; all subsets "
+        "up to 5000, else 5000 random ones); 95% Wilson interval over problems; weighted_majority weights "
+        "sigmoid(score); prm_min / prm_last rank by the lowest / last step score",
         "tokens_generated": sum(lengths),
         "tokens_scored": {p: sum(t) for p, t in scored_tokens.items()},
         "curves": curves,
     }
+
+
+def _score(method: str, value: Any) -> float:
+    """The one scalar per completion a method ranks by: a PRM's step scores aggregated, an ORM's score as is."""
+    return prm_aggregate(value, method) if method in METHODS_NEEDING_PRM else value
 
 
 def scaling_markdown(scaling: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Test-time selection over n samples of one problem: majority vote, ORM best-of-n, ORM-weighted majority.
+"""Test-time selection over n samples of one problem: majority vote, ORM best-of-n, ORM-weighted majority, and
+PRM selection (prm_min, prm_last).
 
 Pure functions of the samples' extracted answers (None: no answer), their correctness and their ORM scores
 (the reward model's raw output, a logit). Each returns the chance that the selected completion is correct.
@@ -8,6 +9,9 @@ Pure functions of the samples' extracted answers (None: no answer), their correc
 - `weighted_majority`: each answer's weight is the sum over its completions of sigmoid(score), the ORM's
   probability that the completion is correct (verifier-weighted voting, as in DIVERSE, Li et al. 2023);
   None answers do not vote.
+- `prm_min` / `prm_last`: the completion whose process-reward-model step scores aggregate highest: by their
+  minimum (a chain is as good as its weakest step) or by the last step's score (`prm_aggregate`); then the
+  best-of-n pick (and closed form) on that one scalar per completion.
 
 Ties are broken by a uniform random choice among the tied leaders and counted as its expected value (the share
 of tied leaders that are correct), so every result is deterministic.
@@ -15,7 +19,8 @@ of tied leaders that are correct), so every result is deterministic.
 The `*_at_k` forms are the unbiased estimators of a method's accuracy with k samples given n >= k drawn: the
 mean over k-subsets drawn without replacement: all of them when there are at most metrics.MAJ_EXACT_LIMIT
 (majority then equals eval's maj@k exactly), else that many seeded random ones, the same draws for every
-problem with the same n (a Monte-Carlo estimate; maj@k draws its own); best-of-n has an exact closed form.
+problem with the same n (a Monte-Carlo estimate; maj@k draws its own); best-of-n, and so prm_min and prm_last,
+has an exact closed form.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import numpy as np
 from r1lab.eval.metrics import MAJ_EXACT_LIMIT, k_subsets
 
 Answers = Sequence[Hashable | None]
-METHODS_NEEDING_SCORES = ("best_of_n", "weighted_majority")
+METHODS_NEEDING_SCORES = ("best_of_n", "weighted_majority")  # an outcome reward model's
+METHODS_NEEDING_PRM = ("prm_min", "prm_last")  # a process reward model's step scores
 
 
 def sigmoid(x: float) -> float:
@@ -44,6 +50,18 @@ def _leaders_correct(values: dict, right: set) -> float:
     top = max(values.values())
     leaders = [a for a, v in values.items() if v == top]
     return sum(a in right for a in leaders) / len(leaders)
+
+
+def prm_aggregate(step_scores: Sequence[float], method: str) -> float:
+    """One completion's PRM score from its step scores: the minimum (prm_min) or the last step's (prm_last).
+
+    A completion with no step separator is one step (its one score is both). No score at all (blank text, or
+    every step cut off by the PRM's max_length) gives -inf: never picked over a scored completion."""
+    if method not in METHODS_NEEDING_PRM:
+        raise ValueError(f"unknown PRM aggregation {method!r}; one of {METHODS_NEEDING_PRM}")
+    if not step_scores:
+        return -math.inf
+    return float(min(step_scores)) if method == "prm_min" else float(step_scores[-1])
 
 
 def best_of_n_correct(scores: Sequence[float], correct: Sequence[bool]) -> float:
@@ -163,4 +181,7 @@ AT_K: dict[str, Callable[[Answers, Sequence[float] | None, Sequence[bool], int],
     "majority": _majority_at_k,
     "best_of_n": _best_of_n_at_k,
     "weighted_majority": _weighted_at_k,
+    # the scores given are already prm_aggregate's, one per completion: best-of-n on them
+    "prm_min": _best_of_n_at_k,
+    "prm_last": _best_of_n_at_k,
 }
