@@ -4,7 +4,7 @@ from r1lab.tasks import get_task
 records = get_task("addition").generate(100, seed=0, split="train", digits=3)
 """
 
-from r1lab.tasks import arithmetic, code_task, countdown, lookup, ordering, visual  # noqa: F401  (register them)
+from r1lab.tasks import arithmetic, code_task, countdown, lookup, ordering, table, visual  # noqa: F401  (register them)
 from r1lab.tasks.base import (
     ANSWER_PREFIX,
     SPLITS,

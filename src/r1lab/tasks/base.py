@@ -121,6 +121,14 @@ class Task:
         raise NotImplementedError
 
 
+def write_jsonl(path: Any, records: Any) -> Any:
+    """r1lab.data.jsonl.write_jsonl, imported when called: the r1lab.data package imports torch, and
+    `import r1lab.tasks` (data make, the task registry) must not."""
+    from r1lab.data.jsonl import write_jsonl as write
+
+    return write(path, records)
+
+
 def require(cond: bool, task: str, message: str) -> None:
     if not cond:
         raise UserError(f"task {task!r}: {message}", fix="change the option value")

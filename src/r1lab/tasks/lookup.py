@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from r1lab.data.jsonl import write_jsonl
-from r1lab.tasks.base import ANSWER_PREFIX, TASKS, Task, format_instruction, require
+from r1lab.tasks.base import ANSWER_PREFIX, TASKS, Task, format_instruction, require, write_jsonl
 from r1lab.tasks.tool_turns import flatten, tool_call_text
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr"]

@@ -2,7 +2,8 @@
 `path/to/file.py:function`), or a dict.
 
 A dict spec names one of those in "name" and adds options: for `search` "corpus" (a JSONL of {id, title, text})
-and "k" (results per query, default 3); for a user tool "parameters" (an explicit JSON schema of the arguments,
+and "k" (results per query, default 3); for `sql` "table" (a JSONL of flat records) and "table_name" (its SQL
+name, default the file's stem); for a user tool "parameters" (an explicit JSON schema of the arguments,
 used instead of the derived one) and "description". Every problem is a UserError before anything runs.
 """
 
@@ -17,9 +18,10 @@ from r1lab.errors import UserError
 from r1lab.tools.box import Tool, ToolBox
 from r1lab.tools.builtin import Corpus, calculator, make_python_tool
 from r1lab.tools.schema import function_schema
+from r1lab.tools.table import table_tool
 
-BUILTINS = ("calculator", "python", "search")
-_OPTIONS = {"calculator": set(), "python": set(), "search": {"corpus", "k"}}
+BUILTINS = ("calculator", "python", "search", "sql")
+_OPTIONS = {"calculator": set(), "python": set(), "search": {"corpus", "k"}, "sql": {"table", "table_name"}}
 
 
 def build_toolbox(
@@ -63,6 +65,12 @@ def _build_one(
         unknown = set(options) - _OPTIONS[name]
         if unknown:
             raise UserError(f"tool {name!r} takes no option(s) {sorted(unknown)}", where=where)
+        if name == "sql":  # read-only SQL over one table (r1lab.tools.table)
+            if "table" not in options:
+                raise UserError(
+                    "the sql tool needs a table", where=where, fix='{"name": "sql", "table": FILE}'
+                )
+            return table_tool(options["table"], options.get("table_name"), where)
         if name == "calculator":
             fn: Any = calculator
         elif name == "python":

@@ -14,20 +14,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from r1lab.data import tool_rows
-from r1lab.data.tool_rows import supports_tools
 from r1lab.tools.box import ToolBox
 
-__all__ = ["fallback_messages", "render_with_tools", "supports_tools"]
+# r1lab.data.tool_rows is imported when called: the r1lab.data package imports torch, r1lab.tools need not.
+
+
+def supports_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template reads the `tools` variable."""
+    from r1lab.data.tool_rows import supports_tools as reads_tools
+
+    return reads_tools(tokenizer)
 
 
 def fallback_messages(messages: list[dict[str, Any]], toolbox: ToolBox) -> list[dict[str, Any]]:
     """`messages` for a template without tool support (see the module docstring)."""
-    return tool_rows.fallback_messages(messages, toolbox.schemas())
+    from r1lab.data.tool_rows import fallback_messages as fallback
+
+    return fallback(messages, toolbox.schemas())
 
 
 def render_with_tools(
     tokenizer: Any, messages: list[dict[str, Any]], toolbox: ToolBox, add_generation_prompt: bool = True
 ) -> str:
     """The prompt text of `messages` with `toolbox`'s tools, through the template's tool support or the fallback."""
-    return tool_rows.render_tool_conversation(tokenizer, messages, toolbox.schemas(), add_generation_prompt)
+    from r1lab.data.tool_rows import render_tool_conversation
+
+    return render_tool_conversation(tokenizer, messages, toolbox.schemas(), add_generation_prompt)

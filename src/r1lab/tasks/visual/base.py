@@ -17,8 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from r1lab.data.jsonl import write_jsonl
-from r1lab.tasks.base import Task, require
+from r1lab.tasks.base import Task, require, write_jsonl
 
 
 class VisualTask(Task):
