@@ -181,3 +181,22 @@ def test_sft_steps_on_tool_rows_lower_the_loss(tmp_path, tiny_model_dir):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 5 and losses[-1] < losses[0] - 0.5, losses
+
+
+def test_lookup_records_sft_render_as_the_rollout_with_the_search_schema(tmp_path, tiny_tokenizer):
+    pytest.importorskip("bm25s")
+    from r1lab.tasks import get_task
+    from r1lab.tasks.lookup import write_lookup_corpus
+
+    small = {"people": 120, "companies": 12, "cities": 8, "countries": 3}
+    records = get_task("lookup").generate(2, seed=0, **small)
+    box = build_toolbox(
+        [{"name": "search", "corpus": str(write_lookup_corpus(tmp_path / "c.jsonl", 0, **small))}]
+    )
+    assert all(r["tools"] == box.schemas() for r in records)
+    path = write_rows(
+        tmp_path / "lookup.jsonl", [{"messages": r["messages"], "tools": r["tools"]} for r in records]
+    )
+    for example, record in zip(dataset(path, tiny_tokenizer), records, strict=True):
+        text = tiny_tokenizer.decode(example["input_ids"], skip_special_tokens=False)
+        assert text == render_with_tools(tiny_tokenizer, record["messages"], box, add_generation_prompt=False)

@@ -11,7 +11,8 @@ demonstration is a tool conversation built by running r1lab.tools' BM25 `search`
 (the entity's name as the query), the tool's real result, the fact read from it, and the final `Answer: <x>`.
 A record carries it twice: `messages` (user, assistant turns with `<tool_call>`s, `{"role": "tool", "name":
 "search"}` results, the final assistant turn) and `completion` (the same as one text, each result in a
-`<tool_response>` block, as the tagged fallback renders it). Default reward: `exact` on `answer`.
+`<tool_response>` block, as the tagged fallback renders it); `tools` is the search tool's schema, so SFT on
+the rows renders them as the multi-turn rollout does. Default reward: `exact` on `answer`.
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ class LookupTask(Task):
         final = f"{said}{ANSWER_PREFIX} {record['answer']}"
         messages.append({"role": "assistant", "content": final})
         record["messages"] = messages
+        record["tools"] = self._box.schemas()  # SFT on these rows renders them as the rollout does
         return flatten(messages)
 
 
