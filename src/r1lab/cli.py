@@ -489,6 +489,19 @@ def eval_cmd(
     n_curve: Annotated[
         str | None, typer.Option(help="n values of the --select curves, each <= --n, e.g. 1,4,16")
     ] = None,
+    search: Annotated[
+        str | None, typer.Option(help="beam: PRM-guided step-level beam search (needs --prm); to results.md")
+    ] = None,
+    prm: Annotated[str | None, typer.Option(help="process reward model folder guiding --search")] = None,
+    beam_width: Annotated[
+        int | None, typer.Option(help="--search: beams kept per problem (default 4)")
+    ] = None,
+    steps_per_expand: Annotated[
+        int | None, typer.Option(help="--search: steps sampled per beam and round (default 4)")
+    ] = None,
+    beam_score: Annotated[
+        str | None, typer.Option(help="--search: rank by the last step's PRM score or the min (default last)")
+    ] = None,
 ) -> None:
     """Greedy accuracy, pass@k, maj@k, mean length and format errors with 95% intervals; writes
     results.json, results.md, samples.jsonl (and reward_errors.jsonl when a reward call failed)."""
@@ -507,6 +520,10 @@ def eval_cmd(
             where="r1lab eval",
             fix="add e.g. --select majority, or drop --n-curve / --backend",
         )
+    from r1lab.eval import beam_search
+
+    beam = dict(prm=prm, width=beam_width, per_expand=steps_per_expand, score=beam_score)
+    extra = beam_search.from_cli(search, beam, cfg, folder, backend)  # checked, PRM loaded, before generating
     if backend != "r1lab":
         from r1lab.eval.lm_eval_backend import run_backend
 
@@ -517,7 +534,7 @@ def eval_cmd(
 
         selects, ns = scaling.parse_selects(select), scaling.parse_n_curve(n_curve, n)
         scorers = scaling.load_scorers(selects)
-    results = run_eval(model, cfg, folder)
+    results = run_eval(model, cfg, folder, extra=extra)
     print(results_markdown(results))
     if select:
         from r1lab.report.scaling_plot import scaling_plot
@@ -525,6 +542,9 @@ def eval_cmd(
         curves = scaling.run_scaling(results, folder, selects, ns, scorers, batch_size=batch_size)
         print(scaling.scaling_markdown(curves))
         scaling_plot(curves, folder / "scaling.png")
+    if "beam_search" in results:
+        beam_search.append_markdown(folder, results["beam_search"])
+        print(beam_search.beam_markdown(results["beam_search"]))
     console.print(f"[green]done[/green]: {folder}/results.json, results.md, samples.jsonl")
 
 

@@ -14,33 +14,43 @@ from r1lab.cli import app
 from r1lab.errors import UserError
 
 
-@pytest.fixture(scope="module")
-def tiny_orm_dir(tmp_path_factory, tiny_tokenizer):
-    """A one-label sequence-classification model with the reward-model marker, as a reward_model stage saves."""
+def reward_model_dir(path, tokenizer, seed: int, **meta):
+    """A one-label sequence-classification model with the reward-model marker (`meta`: kind, step_sep ...), as
+    a reward_model stage saves it."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from r1lab.rewards.reward_model_io import write_marker
     from tiny import tiny_config
 
-    path = tmp_path_factory.mktemp("tiny-orm")
-    config = tiny_config(tiny_tokenizer)
+    config = tiny_config(tokenizer)
     config.num_labels = 1
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    write_marker(path, {"base_model": "tiny", "system_prompt": None, "max_length": None})
+    tokenizer.save_pretrained(path)
+    write_marker(path, {"base_model": "tiny", "system_prompt": None, "max_length": None, **meta})
     return path
+
+
+def data_with_reward(folder, problems: int):
+    """`problems` prompts `say i` and a reward file whose correctness varies between samples of one problem."""
+    data = folder / "data.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": f"say {i}", "answer": str(i)}) + "\n" for i in range(problems))
+    )
+    reward = folder / "even_length.py"
+    reward.write_text("def even_length(completion, **_):\n    return float(len(completion) % 2 == 0)\n")
+    return data, f"{reward}:even_length"
+
+
+@pytest.fixture(scope="module")
+def tiny_orm_dir(tmp_path_factory, tiny_tokenizer):
+    return reward_model_dir(tmp_path_factory.mktemp("tiny-orm"), tiny_tokenizer, seed=0)
 
 
 @pytest.fixture(scope="module")
 def data_and_reward(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("select-data")
-    data = folder / "data.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"say {i}", "answer": str(i)}) + "\n" for i in range(5)))
-    reward = folder / "even_length.py"  # correctness varies between samples of one problem
-    reward.write_text("def even_length(completion, **_):\n    return float(len(completion) % 2 == 0)\n")
-    return data, f"{reward}:even_length"
+    return data_with_reward(tmp_path_factory.mktemp("select-data"), 5)
 
 
 def _jsonl(path):

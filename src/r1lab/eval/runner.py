@@ -14,6 +14,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,15 @@ TASK_EVAL_SIZE = 500  # problems generated for `task` without `data` or `limit`
 TASK_EVAL_SEED = 0
 
 
-def run_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate the model at `model_path` as `cfg` says; returns the metrics (also written to `out_dir`)."""
+def run_eval(
+    model_path: str,
+    cfg: EvalConfig,
+    out_dir: Path | None = None,
+    extra: Callable[[Any, Any, list, Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the model at `model_path` as `cfg` says; returns the metrics (also written to `out_dir`).
+    `extra(model, tokenizer, prompts, rewards)`: more measurements on the same model, prompts and rewards (eval
+    --search beam), merged into the metrics."""
     from r1lab.data import build_prompt_dataset
     from r1lab.models import load_model, load_tokenizer, resolve_model_path
     from r1lab.rewards import RewardRunner
@@ -61,12 +69,14 @@ def run_eval(model_path: str, cfg: EvalConfig, out_dir: Path | None = None) -> d
         _eval_errors(rewards.check_columns, set.intersection(*(set(p.columns) for p in prompts)))
         model, tokenizer = load_model(model_cfg, trainable=False)
         rows = generate_and_score(model, tokenizer, prompts, cfg, rewards)
+        more = {} if extra is None else extra(model, tokenizer, prompts, rewards)
     results = summarize(rows, cfg, len(prompts))
     results.update(
         model=model_path,
         source=cfg.data or f"task {cfg.task} ({cfg.split})",
         rewards=[s.name for s in specs],
         seconds=round(time.monotonic() - started, 1),
+        **more,
     )
     if out_dir is not None:
         write_results(results, rows, Path(out_dir))
