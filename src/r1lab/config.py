@@ -202,6 +202,23 @@ class RolloutConfig(Strict):
     # RL only: generate the next batch (with the weights one update old) while the current update runs;
     # staleness 1, pi_old recomputed by the trainer (r1lab.stages.rl_async)
     async_: bool = Field(False, alias="async")
+    # RL only: multi-turn tool episodes (r1lab.stages.rl_episodes): tool specs as r1lab.tools.build_toolbox
+    # takes them (calculator, python, search, {name: search, corpus: ..., k: 3}, module:function); [] = single-turn
+    tools: list[str | dict[str, Any]] = []
+    max_turns: int = Field(4, ge=1)  # model turns per episode (with tools); max_new_tokens bounds each turn
+    max_episode_tokens: int | None = Field(None, gt=0)  # prompt + all turns; None: the model's context
+
+    @model_validator(mode="after")
+    def _episode_keys(self) -> RolloutConfig:
+        # by value, not by fields set: a dumped config (config.yaml) writes the defaults out and must load back
+        turns, budget = self.max_turns != 4, self.max_episode_tokens is not None
+        unused = [k for k, v in (("max_turns", turns), ("max_episode_tokens", budget)) if v]
+        if not self.tools and unused:
+            raise ValueError(
+                f"rollout.{unused[0]} is read only for multi-turn tool episodes, but rollout.tools is empty: "
+                "remove it, or list the tools the policy may call in rollout.tools (e.g. [calculator])"
+            )
+        return self
 
     @model_validator(mode="after")
     def _server_keys(self) -> RolloutConfig:

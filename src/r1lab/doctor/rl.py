@@ -19,6 +19,7 @@ from r1lab.rewards import RewardRunner
 from r1lab.rollout import make_engine
 from r1lab.rollout.types import SamplingParams
 from r1lab.stages.rl_checks import check_before_rollout, check_names
+from r1lab.stages.rl_episodes import with_tools
 from r1lab.stages.rl_forward import completion_logprobs
 from r1lab.training.accel import build_accelerator, seed_everything
 
@@ -45,7 +46,7 @@ def rl_checks(cfg: RLConfig, eval_path: str | None) -> list[Check]:
             template_check(tokenizer, policy, conversations, read.source),
             data_check(prompts.stats, [len(p.prompt_ids) for p in prompts], cfg.data.max_length, "drop"),
         ]
-        engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
+        engine = with_tools(cfg, make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed), tokenizer)
         sampling = SamplingParams.from_config(cfg.rollout, seed=cfg.train.seed)
         sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, MAX_NEW_TOKENS))
         shown = list(prompts[:PROMPTS])
@@ -62,11 +63,13 @@ def rl_checks(cfg: RLConfig, eval_path: str | None) -> list[Check]:
     checks.append(logprob_check(policy, rollouts, accelerator.device, temp, precision, sampling))
 
     def tokens(idx: list[int]) -> float:
-        return float(rollouts.select(idx).completion_mask.sum())
+        return float(rollouts.select(idx).loss_mask.sum())
 
     def loss(idx: list[int], total: float) -> torch.Tensor:
-        logp, _ = completion_logprobs(model, policy, rollouts.select(idx), accelerator.device, temp)
-        return -logp.sum() / total  # token-mean log-likelihood of the sampled completions
+        rows = rollouts.select(idx)
+        logp, _ = completion_logprobs(model, policy, rows, accelerator.device, temp)
+        # token-mean log-likelihood of the sampled completions (an episode: the model's tokens only)
+        return -(logp * rows.loss_mask.to(logp.device)).sum() / total
 
     everything = list(range(len(rollouts)))
     checks.append(accumulation_check(loss, tokens, model, everything, precision))
@@ -124,7 +127,7 @@ def logprob_check(policy: Any, rollouts: Any, device: Any, temperature: float, p
         trainer, _ = completion_logprobs(policy, policy, rollouts, device, temperature)
     finally:
         policy.train(was_training)
-    mask = rollouts.completion_mask.to(device).bool()
+    mask = rollouts.loss_mask.to(device).bool()  # the sampled tokens (not an episode's tool results)
     diff = (trainer - rollouts.logprobs.to(device))[mask].abs()
     tol = 1e-3 if precision == "fp32" else 5e-2
     knobs = f"temperature {sampling.temperature:g}, top_p {sampling.top_p:g}, top_k {sampling.top_k}"

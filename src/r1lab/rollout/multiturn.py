@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from r1lab.errors import UserError
-from r1lab.rollout.types import RolloutEngine, SamplingParams
+from r1lab.rollout.types import RolloutEngine, Rollouts, SamplingParams
 
 if TYPE_CHECKING:
     from r1lab.tools.calls import ToolCall
@@ -73,6 +73,36 @@ class Episodes:
 
     def __len__(self) -> int:
         return len(self.prompt_index)
+
+    def to_rollouts(self) -> Rollouts:
+        """The episodes as a `Rollouts` batch for the RL update: `completion_mask` the attention mask,
+        `loss_mask` the model's tokens; finish reason "length" for a truncated episode (so
+        algorithm.mask_truncated drops it), else "stop"; `texts` the last model turn (what the rewards score:
+        the final answer, never a tool's output); `extras` per row: turns, tool_calls, tool_errors,
+        tool_truncated, episode_finish (EpisodeInfo.finish_reason) and episode_text (the whole completion)."""
+        extras = [
+            {
+                "turns": i.turns,
+                "tool_calls": i.tool_calls,
+                "tool_errors": i.tool_errors,
+                "tool_truncated": i.tool_truncated,
+                "episode_finish": i.finish_reason,
+                "episode_text": text,
+            }
+            for i, text in zip(self.info, self.texts, strict=True)
+        ]
+        return Rollouts(
+            prompt_index=list(self.prompt_index),
+            prompt_ids=list(self.prompt_ids),
+            completion_ids=self.completion_ids,
+            completion_mask=self.attention_mask,
+            logprobs=self.logprobs,
+            finish_reasons=["length" if i.truncated else "stop" for i in self.info],
+            texts=list(self.answers),
+            pad_token_id=self.pad_token_id,
+            loss_mask=self.loss_mask,
+            extras=extras,
+        )
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -56,6 +56,11 @@ class Rollouts:
     any top-k/top-p/min-p filtering (as TRL computes them), 0 where the mask is 0. For greedy decoding
     (temperature 0) they are taken at temperature 1. A completion ending on EOS or a stop string keeps that
     token in `completion_ids` and in the mask; `texts` drop special tokens and end right after a stop string.
+
+    `completion_mask` is the attention mask of the completion (1 on every real token); `loss_mask` marks the
+    tokens trained on (loss, KL, entropy, token counts). They differ for multi-turn episodes, whose tool-result
+    tokens are attended to but not trained on (0 in `loss_mask`); left unset, `loss_mask` is `completion_mask`.
+    `extras`: per-row metadata of an episode engine (tool-call counts, the whole episode's text), or None.
     """
 
     prompt_index: list[int]  # row -> index into the prompt list given to generate
@@ -66,18 +71,25 @@ class Rollouts:
     finish_reasons: list[str]  # "stop" (EOS or stop string) | "length" (max_new_tokens reached)
     texts: list[str]
     pad_token_id: int = 0
+    loss_mask: Tensor | None = None  # [N, T], a subset of completion_mask; None: completion_mask itself
+    extras: list[dict[str, Any]] | None = None  # per row
+
+    def __post_init__(self) -> None:
+        if self.loss_mask is None:
+            self.loss_mask = self.completion_mask
 
     def __len__(self) -> int:
         return len(self.prompt_index)
 
     @property
     def num_tokens(self) -> int:
-        """Generated tokens, padding excluded."""
-        return int(self.completion_mask.sum().item())
+        """Generated tokens (the model's own: tool results and padding excluded)."""
+        return int(self.loss_mask.sum().item())
 
     @property
     def completion_lengths(self) -> list[int]:
-        return self.completion_mask.sum(-1).long().tolist()
+        """The model's own tokens per row (for an episode, summed over its turns)."""
+        return self.loss_mask.sum(-1).long().tolist()
 
     def select(self, indices: Sequence[int]) -> Rollouts:
         """The given rows (e.g. the groups dynamic sampling keeps), with padding columns no row needs dropped."""
@@ -93,6 +105,8 @@ class Rollouts:
             finish_reasons=[self.finish_reasons[i] for i in indices],
             texts=[self.texts[i] for i in indices],
             pad_token_id=self.pad_token_id,
+            loss_mask=self.loss_mask[idx, :width],
+            extras=None if self.extras is None else [self.extras[i] for i in indices],
         )
 
     @staticmethod
@@ -117,6 +131,10 @@ class Rollouts:
             finish_reasons=[r for p in parts for r in p.finish_reasons],
             texts=[t for p in parts for t in p.texts],
             pad_token_id=pad,
+            loss_mask=torch.cat([widen(p.loss_mask, 0) for p in parts]),
+            extras=None
+            if all(p.extras is None for p in parts)
+            else [e for p in parts for e in (p.extras or [{} for _ in range(len(p))])],
         )
 
 

@@ -56,6 +56,7 @@ from r1lab.stages.rl_batch import (
     select_rows,
 )
 from r1lab.stages.rl_checks import check_before_rollout, check_names
+from r1lab.stages.rl_episodes import with_tools
 from r1lab.stages.rl_eval import evaluate_policy
 from r1lab.stages.rl_forward import completion_logprobs
 from r1lab.stages.rl_hacking import HackingMonitor, monitored_specs
@@ -115,7 +116,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     policy = accelerator.unwrap_model(model)
     if cfg.train.distributed == "ddp":
         reference = make_reference(policy, cfg)  # after prepare: a full copy lands on the policy's device
-    engine = make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed)
+    engine = with_tools(cfg, make_engine(cfg.rollout, policy, tokenizer, seed=cfg.train.seed), tokenizer)
     runner.place(accelerator.device)  # learned rewards (model:PATH) score on the policy's device
     hacking = HackingMonitor.of(cfg, runner)  # learned reward vs verifier (rl_hacking.py)
     temp = cfg.rollout.temperature or 1.0  # greedy rollouts report temperature-1 log-probs
@@ -194,11 +195,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                     if producer is not None:
                         mismatch["async/staleness"] = staleness
                 else:  # an engine with its own weights (vLLM): its log-probs vs the trainer's, before the update
-                    mismatch = (
-                        {}
-                        if engine.name == "hf"
-                        else rollout_mismatch(policy, plan, accelerator.device, temp)
-                    )
+                    hf = engine.name == "hf"
+                    mismatch = {} if hf else rollout_mismatch(policy, plan, accelerator.device, temp)
                 sums, grad_norm, lr, bad = optimizer_updates(
                     model, plan, cfg, accelerator, optimizer, scheduler, reference
                 )

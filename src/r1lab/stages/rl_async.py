@@ -56,12 +56,14 @@ class AsyncRollouts:
 
     def __init__(self, cfg: RLConfig, engine: Any, policy: torch.nn.Module, tokenizer: Any, runner: Any):
         from r1lab.rollout import make_engine
+        from r1lab.stages.rl_episodes import with_tools
 
         self.cfg, self.runner = cfg, runner
         self.model: torch.nn.Module | None = None
         if engine.name == "hf":  # it shares the trainer's weights: the sampler needs a copy of its own
             self.model = copy.deepcopy(policy).eval().requires_grad_(False)
             engine = make_engine(cfg.rollout, self.model, tokenizer, seed=cfg.train.seed)
+            engine = with_tools(cfg, engine, tokenizer)  # rollout.tools: episodes (rl_episodes)
         self.engine = engine
         self.version = 0  # updates done by the weights the sampler holds
         self.generations: list[int] = []  # the version each generate round ran with, in order (for tests)

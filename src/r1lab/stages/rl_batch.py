@@ -99,14 +99,21 @@ def local_round(
         local = _to_cpu(Rollouts.concat(parts))  # gathered by pickling: CPU tensors unpickle on any rank
         by_pos = dict(zip(positions, prompts, strict=True))
         rows = [by_pos[p] for p in local.prompt_index]
+        extras = local.extras or [{} for _ in rows]  # episodes: tool_calls etc. (rewards.tool_use reads them)
         columns = [
-            {**r.columns, "completion_length": n, "max_completion_length": cfg.rollout.max_new_tokens}
-            for r, n in zip(rows, local.completion_lengths, strict=True)
-        ]
+            {**r.columns, **episode_columns(x), "completion_length": n,
+             "max_completion_length": cfg.rollout.max_new_tokens}
+            for r, n, x in zip(rows, local.completion_lengths, extras, strict=True)
+        ]  # fmt: skip
         texts = [r.prompt_text for r in rows]
         batch = runner.score(local.texts, texts, columns)
         payload = (local, batch.total.float(), batch.per_function, batch.failures, batch.errors, texts)
     return payload, (generated - started, time.perf_counter() - generated)
+
+
+def episode_columns(extras: dict[str, Any]) -> dict[str, Any]:
+    """The columns a reward gets from an episode's extras: its counts (tool_calls, ...), not its text."""
+    return {k: v for k, v in extras.items() if k != "episode_text"}
 
 
 def gather_round(local: tuple[Any, tuple[float, float]]) -> Scored:
@@ -138,6 +145,7 @@ def _to_cpu(r: Rollouts) -> Rollouts:
         completion_ids=r.completion_ids.cpu(),
         completion_mask=r.completion_mask.cpu(),
         logprobs=r.logprobs.cpu(),
+        loss_mask=r.loss_mask.cpu(),
     )
 
 
@@ -165,11 +173,7 @@ def advantages_for(scored: Scored, name: str, mask_truncated: bool = False) -> T
     truncated rows have none), for the estimators whose statistics are token-weighted (reinforce_pp)."""
     r = scored.rollouts
     groups = torch.tensor(r.prompt_index, dtype=torch.long)
-    mask = (
-        mask_truncated_completions(r.completion_mask, r.finish_reasons)
-        if mask_truncated
-        else r.completion_mask
-    )
+    mask = mask_truncated_completions(r.loss_mask, r.finish_reasons) if mask_truncated else r.loss_mask
     lengths = mask.sum(-1).float()
     return ADVANTAGES.get(name)(scored.rewards.float(), groups, lengths=lengths).float()
 
@@ -192,12 +196,10 @@ def plan_update(batch: Rollouts, advantages: Tensor, cfg: RLConfig) -> UpdatePla
     (flat groups, often most of them early or late in training), so leaving them out changes nothing."""
     rank, size = world()
     dummy = batch.select([0])  # before any masking: a zero-weight pass needs at least one token
-    if cfg.algorithm.mask_truncated:
-        batch = replace(
-            batch, completion_mask=mask_truncated_completions(batch.completion_mask, batch.finish_reasons)
-        )
-    totals = LossTotals.from_mask(batch.completion_mask, cfg.rollout.max_new_tokens)
-    active = batch.completion_mask.sum(-1) > 0
+    if cfg.algorithm.mask_truncated:  # the loss mask only: a multi-turn row still attends to its tool results
+        batch = replace(batch, loss_mask=mask_truncated_completions(batch.loss_mask, batch.finish_reasons))
+    totals = LossTotals.from_mask(batch.loss_mask, cfg.rollout.max_new_tokens)
+    active = batch.loss_mask.sum(-1) > 0
     if cfg.algorithm.beta == 0 and cfg.algorithm.entropy_coef == 0:
         active &= advantages != 0
     keep = active.nonzero().squeeze(-1).tolist()
@@ -240,12 +242,15 @@ def policy_update(
                 model, inner, rows, device, temperature, entropy_grad=algo.entropy_coef > 0
             )
             ref_logp = reference(rows, device, temperature) if reference else None
+            trained = rows.loss_mask.to(device).bool()
+            # pi_old off the loss mask (tool results) = pi_theta: ratio 1 there, whatever the sampler reported
+            old_logp = torch.where(trained, rows.logprobs.to(device), logp.detach())
             loss, metrics = compute_policy_loss(
                 algo.policy_loss,
                 logp,
-                rows.logprobs.to(device),
+                old_logp,
                 plan.advantages[idx or [0]].to(device),
-                rows.completion_mask.to(device).float(),
+                trained.float(),  # tool-result tokens: attended to, not trained on
                 loss_agg=algo.loss_agg,
                 eps_low=eps_low,
                 eps_high=eps_high,

@@ -13,6 +13,7 @@ from r1lab.algorithms.policy_losses import LOSS_AGGS, POLICY_LOSSES
 from r1lab.config import RLConfig
 from r1lab.errors import UserError
 from r1lab.registry import Registry
+from r1lab.stages.rl_episodes import check_tool_config, tool_prompts
 
 
 def _known(registry: Registry, name: str, key: str) -> None:
@@ -42,6 +43,7 @@ def check_names(cfg: RLConfig) -> None:
             fix="sample with a temperature > 0, e.g. rollout.temperature=1.0",
         )
     check_sampler_filters(cfg)
+    check_tool_config(cfg)
 
 
 # objectives that never read pi_old (only the logged ratio does)
@@ -95,9 +97,12 @@ def check_before_rollout(cfg: RLConfig, runner: Any, tokenizer: Any, model: Any,
     """Tokenise the prompts (`read`: what `read_prompt_data` returned before the model loaded; and the held-out
     eval prompts, `.eval`, when data.eval_path or data.eval_fraction is set) and check them against the rewards
     and the model; returns the PromptDataset."""
-    from r1lab.data import build_prompt_dataset
+    from r1lab.data import build_prompt_dataset, read_prompt_data
 
-    prompts = build_prompt_dataset(cfg.data, tokenizer, seed=cfg.train.seed, read=read)
+    if cfg.rollout.tools:  # episodes: each prompt rendered with the tools (rl_episodes)
+        prompts = tool_prompts(cfg, tokenizer, read or read_prompt_data(cfg.data, seed=cfg.train.seed))
+    else:
+        prompts = build_prompt_dataset(cfg.data, tokenizer, seed=cfg.train.seed, read=read)
     if not prompts:
         raise UserError(
             "the prompt dataset is empty", where=f"data.path = {cfg.data.path}", fix="check the file"

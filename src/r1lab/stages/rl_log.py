@@ -16,6 +16,7 @@ from r1lab.data.jsonl import write_jsonl
 from r1lab.errors import UserError
 from r1lab.rewards.runner import is_correct
 from r1lab.stages.rl_batch import Scored, flat_groups
+from r1lab.stages.rl_episodes import tool_metrics
 
 ERRORS_FILE = "reward_errors.jsonl"
 
@@ -61,7 +62,7 @@ def step_metrics(
             # nan when no row was trained (every advantage 0): no token to average over
             out[_METRIC_NAMES.get(key, key)] = float(value) / tokens if tokens else math.nan
     out["tokens_trained"] = tokens
-    return out
+    return out | tool_metrics([s.rollouts for s in generated])  # multi-turn episodes: tools/*
 
 
 _METRIC_NAMES = {
@@ -129,6 +130,8 @@ def write_samples(path: Path, step: int, batch: Scored, advantages: torch.Tensor
             "advantage": float(advantages[i]),
             "finish_reason": batch.rollouts.finish_reasons[i],
             "length": batch.rollouts.completion_lengths[i],
+            # an episode: the whole of it (model turns and tool results), its tool counts and how it ended
+            **(batch.rollouts.extras[i] if batch.rollouts.extras else {}),
         }
         for i, text in enumerate(batch.rollouts.texts)
     ]

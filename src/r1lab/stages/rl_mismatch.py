@@ -57,7 +57,7 @@ def mismatch_metrics(
     statistics only when `weights` (and `affected`, the truncated or masked tokens) are given."""
     rows = [i for idx in plan.micro_batches for i in idx]
     mask = torch.zeros(plan.rows.completion_mask.shape, dtype=torch.bool)
-    mask[rows] = plan.rows.completion_mask[rows].bool()
+    mask[rows] = plan.rows.loss_mask[rows].bool()  # the trained tokens (not an episode's tool results)
     sampler = plan.rows.logprobs.float()
     log_r = (trainer - sampler)[mask]
     sums = {"kl": k3(sampler[mask], trainer[mask]).double().sum(), "tokens": mask.sum().double()}
@@ -105,7 +105,7 @@ def off_policy_plan(
     weights, affected = rollout_is_weights(
         trainer,
         plan.rows.logprobs,
-        plan.rows.completion_mask,
+        plan.rows.loss_mask,
         mode=correction.mode,
         level=correction.level,
         upper=upper,

@@ -37,7 +37,7 @@ def probe_entropy(
     rows = engine.generate([p.prompt_ids for p in prompts], cfg.rollout.n, sampling)
     with torch.no_grad():
         _, entropy = completion_logprobs(model, model, rows, device, temperature)
-    tokens = rows.completion_mask.to(entropy.device).float()
+    tokens = rows.loss_mask.to(entropy.device).float()  # the model's own tokens
     return float((entropy * tokens).sum() / tokens.sum().clamp(min=1))
 
 
