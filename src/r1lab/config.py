@@ -39,6 +39,10 @@ class LoraConfig(Strict):
     init: Literal["default", "gaussian", "pissa", "olora", "corda"] = "default"
 
 
+VLMPart = Literal["vision_tower", "projector", "language_model"]
+VLM_PARTS = typing.get_args(VLMPart)
+
+
 class ModelConfig(Strict):
     path: str = "smollm2-135m-instruct"  # named default, local HF folder, .gguf file, or hub id
     revision: str | None = None
@@ -48,6 +52,20 @@ class ModelConfig(Strict):
     gradient_checkpointing: bool = False
     chat_template: str | None = None  # a Jinja string or a file path; overrides the tokenizer's own
     attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
+    # the parts of a vision-language model kept fixed in training (None: vision_tower and projector, as
+    # LLaMA-Factory's defaults); [vision_tower, language_model] is LLaVA's stage-1 alignment (projector only)
+    freeze: list[VLMPart] | None = None
+
+    @model_validator(mode="after")
+    def _something_trains(self) -> ModelConfig:
+        if self.freeze is not None and set(self.freeze) == set(VLM_PARTS):
+            raise ValueError("model.freeze lists every part of the model, so nothing would train: remove one")
+        if self.freeze is not None and self.lora is not None and "language_model" in self.freeze:
+            raise ValueError(
+                "model.lora trains an adapter on the language model, but model.freeze lists language_model: "
+                "remove one of them"
+            )
+        return self
 
 
 class DataConfig(Strict):

@@ -77,6 +77,25 @@ def read_image_sft_data(cfg: DataConfig, *, seed: int = 0) -> ImageRecords:
     return _rows(records, wheres, cfg, cfg.path, held)
 
 
+def find_image_row(cfg: DataConfig) -> str | None:
+    """Where (file:line, or "source, record N") the first training row with an image is, or None; no image is
+    opened (so a text-only model can refuse image rows before it loads)."""
+    records, wheres = _records(cfg.path, cfg.split, cfg)
+    column = cfg.columns.get("images", "images")
+    for record, (where, _) in zip(records, wheres, strict=True):
+        if record.get(column) or any(_has_image_part(record.get(cfg.columns.get(c, c))) for c in _COLUMNS):
+            return where
+    return None
+
+
+def _has_image_part(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_image_part(v) for v in value)
+    if isinstance(value, dict):
+        return value.get("type") == "image" or any(_has_image_part(v) for v in value.values())
+    return False
+
+
 def _records(path: str, split: str, cfg: DataConfig) -> tuple[list[dict], list[tuple[str, Path]]]:
     """The records and, for each, where it is ("file:line" for a JSONL file) and the folder its paths are from."""
     records = read_records(path, split=split, subset=cfg.subset, limit=cfg.limit)
@@ -351,6 +370,7 @@ __all__ = [
     "ImageSFTDataset",
     "build_image_sft_dataset",
     "collate_images",
+    "find_image_row",
     "image_example",
     "open_image",
     "read_image_sft_data",

@@ -73,6 +73,12 @@ def load_model(
         from r1lab.models.vlm import load_vlm_model
 
         return load_vlm_model(cfg, trainable=trainable), tokenizer
+    if cfg.freeze is not None:
+        raise UserError(
+            f"model.freeze {cfg.freeze} names parts of a vision-language model, but {base} is a text-only model",
+            where="model.freeze",
+            fix="remove model.freeze, or give a vision-language model (`r1lab models compose`)",
+        )
     kwargs: dict[str, Any] = {
         "dtype": _resolve_dtype(cfg.dtype, Path(base)),
         "trust_remote_code": cfg.trust_remote_code,

@@ -35,15 +35,28 @@ def is_image_text_model(path: str | Path) -> bool:
     return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 
+def image_text_base(cfg: ModelConfig) -> str | None:
+    """The folder of the vision-language model `cfg.path` names (an adapter folder's base), or None when the
+    model is not one (a text LLM, a GGUF file)."""
+    from r1lab.models.load import _adapter_config
+
+    path = resolve_model_path(cfg.path, cfg.revision)
+    adapter = _adapter_config(Path(path))
+    base = resolve_model_path(adapter["base_model_name_or_path"]) if adapter else path
+    return base if is_image_text_model(base) else None
+
+
 def load_vlm(
     cfg: ModelConfig, *, trainable: bool = True, vision_tower: VisionTower = "frozen"
 ) -> tuple[PreTrainedModel, Any]:
     """Load the vision-language model and processor `cfg.path` names (a folder, hub id or LoRA adapter folder).
 
-    trainable=False: eval mode, no grads. Otherwise `vision_tower` says whether the vision side (tower and
-    projector) trains: "frozen" keeps it fixed; "trainable" trains it fully (with LoRA, as peft
-    `modules_to_save`, so the adapter folder carries it). `cfg.lora` goes on the language model only."""
-    from r1lab.models.load import _adapter_config
+    trainable=False: eval mode, no grads. Otherwise `cfg.freeze` lists the parts kept fixed (vision_tower,
+    projector, language_model); when it is None, `vision_tower` says whether the vision side (tower and
+    projector) trains: "frozen" keeps it fixed; "trainable" trains it fully. With LoRA a trained vision part is
+    a peft `modules_to_save`, so the adapter folder carries it. `cfg.lora` goes on the language model only.
+    The processor renders with `cfg.chat_template` when one is given, and pads with eos when it has no pad."""
+    from r1lab.models.load import _adapter_config, _read_template
 
     path = resolve_model_path(cfg.path, cfg.revision)
     adapter = _adapter_config(Path(path))
@@ -52,6 +65,11 @@ def load_vlm(
     ):  # save_model writes the tokenizer only
         path = resolve_model_path(adapter["base_model_name_or_path"])
     processor = load_processor(path)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.chat_template:
+        processor.chat_template = _read_template(cfg.chat_template)
     return load_vlm_model(cfg, trainable=trainable, vision_tower=vision_tower), processor
 
 
@@ -90,10 +108,13 @@ def load_vlm_model(cfg: ModelConfig, *, trainable: bool = True, vision_tower: Vi
     model.train()
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    vision = vision_modules(model)
+    frozen = set(cfg.freeze) if cfg.freeze is not None else {"vision_tower", "projector"}
+    if cfg.freeze is None and vision_tower == "trainable":
+        frozen = set()
+    parts = vlm_parts(model)
     if cfg.lora is None:
-        for name in vision:
-            model.get_submodule(name).requires_grad_(vision_tower == "trainable")
+        for name, param in model.named_parameters():
+            param.requires_grad_(part_of(name, parts) not in frozen)
         return model
     if cfg.lora.init == "corda":
         raise UserError(
@@ -105,12 +126,18 @@ def load_vlm_model(cfg: ModelConfig, *, trainable: bool = True, vision_tower: Vi
         update={"target_modules": language_lora_targets(model, cfg.lora.target_modules)}
     )
     model = _wrap_lora(model, lora)
-    if vision_tower == "trainable":
+    trained = [name for name, part in parts.items() if part not in frozen]
+    trained = [n for n in trained if not any(n.startswith(f"{o}.") for o in trained)]  # outermost only
+    if trained:
         from peft.utils.other import set_additional_trainable_modules
 
         peft_config = model.peft_config[model.active_adapter]
-        peft_config.modules_to_save = vision
+        peft_config.modules_to_save = trained
         set_additional_trainable_modules(model, peft_config, model.config, model.active_adapter)
+        for name, param in model.named_parameters():  # e.g. Qwen2-VL's merger inside a trained tower
+            if ".modules_to_save." in name:
+                original = name.removeprefix("base_model.model.").replace(".modules_to_save.default", "")
+                param.requires_grad_(part_of(original, parts) not in frozen)
     return model
 
 
@@ -136,6 +163,31 @@ def vision_modules(model: Any) -> list[str]:
     decoder = inner.get_decoder()
     prefix = _prefix(model, inner)
     return [f"{prefix}{name}" for name, child in inner.named_children() if child is not decoder]
+
+
+PROJECTORS = ("multi_modal_projector", "connector", "merger", "mm_projector", "aligner")
+
+
+def vlm_parts(model: Any) -> dict[str, str]:
+    """Module name -> part ("vision_tower" or "projector") of the vision side; everything else is the
+    language model (decoder, embeddings, LM head). A projector may sit inside the tower (Qwen2-VL's
+    visual.merger): the longer name wins in `part_of`."""
+    parts: dict[str, str] = {}
+    for name in vision_modules(model):
+        if name.rsplit(".", 1)[-1] in PROJECTORS:
+            parts[name] = "projector"
+            continue
+        parts[name] = "vision_tower"
+        for child, _ in model.get_submodule(name).named_children():
+            if child in PROJECTORS:
+                parts[f"{name}.{child}"] = "projector"
+    return parts
+
+
+def part_of(name: str, parts: dict[str, str]) -> str:
+    """The part the parameter or module `name` belongs to."""
+    inside = [p for p in parts if name == p or name.startswith(f"{p}.")]
+    return parts[max(inside, key=len)] if inside else "language_model"
 
 
 def language_lora_targets(model: Any, targets: list[str] | str) -> list[str]:

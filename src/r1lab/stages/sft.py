@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from r1lab.config import OTRConfig, SFTConfig, dump_config
 from r1lab.data import build_sft_dataset, collate, read_sft_data
 from r1lab.data.mask_thought import ThoughtMasker
 from r1lab.models import load_model
+from r1lab.stages.sft_vlm import vision_sft
 from r1lab.training.accel import build_accelerator, prepare_model, seed_everything
 from r1lab.training.backends import require_backends
 from r1lab.training.checkpoint import save_checkpoint, save_final
@@ -55,10 +57,16 @@ def run_sft(cfg: SFTConfig) -> Path:
     eval_fn = SFT_LOSSES.get("nll") if cfg.loss == "otr" else loss_fn  # eval_loss stays a held-out NLL
 
     resume_from = resume_point(train, out)  # a folder holding an earlier run is refused before any work
-    read = read_sft_data(cfg.data, seed=train.seed)  # a data mistake shows before any model loads
-    model, tokenizer = load_model(cfg.model, trainable=True, calibrate=_corda_calibration(cfg, read))
+    vision = vision_sft(cfg, seed=train.seed)  # a VLM (stages/sft_vlm.py): its rows read with their images
+    read = None if vision else read_sft_data(cfg.data, seed=train.seed)  # data mistakes show before the model
+    if vision:
+        model, tokenizer = vision.load()
+    else:
+        model, tokenizer = load_model(cfg.model, trainable=True, calibrate=_corda_calibration(cfg, read))
     hft = cfg.hft and apply_hft(model, cfg.hft, train.seed, out, resuming=resume_from is not None)
-    dataset = build_sft_dataset(cfg.data, tokenizer, read=read)
+    dataset = vision.dataset() if vision else build_sft_dataset(cfg.data, tokenizer, read=read)
+    batch_of = vision.collate if vision else functools.partial(_collate, cfg)
+    files = vision.processor if vision else tokenizer  # saved beside the weights: the processor for a VLM
     lengths = [len(ex["input_ids"]) for ex in dataset]
     global_batch = train.batch_size * train.grad_accum * world
     order = EpochOrder(len(dataset), global_batch, train.seed, shuffle=cfg.data.shuffle)
@@ -104,7 +112,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         epoch, position = order.position(step)
         meta = {"epoch": epoch, "position": position, "global_batch": global_batch, "seed": train.seed}
         save_checkpoint(
-            accelerator, model, tokenizer, optimizer, scheduler, out, step, meta, train.save_total_limit
+            accelerator, model, files, optimizer, scheduler, out, step, meta, train.save_total_limit
         )
 
     pad_id = tokenizer.pad_token_id
@@ -117,12 +125,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                 step_began = time.perf_counter()
                 indices = order.batch(step)
                 micro = shard(indices, lengths, rank=rank, world=world, micro_batch=train.batch_size)
-                batches = [
-                    collate(
-                        [dataset[i] for i in ids], pad_id, packing=cfg.packing, max_length=cfg.data.max_length
-                    )
-                    for ids in micro
-                ]
+                batches = [batch_of([dataset[i] for i in ids], pad_id) for ids in micro]
                 targets = [_shifted_targets(b) for b in batches]  # before masking: labels stay the original
                 if masker:
                     batches = masker(batches, step, rank)
@@ -165,9 +168,8 @@ def run_sft(cfg: SFTConfig) -> Path:
                     window_tokens, window_time = 0, 0.0
                 tracker.advance(step)
                 if dataset.eval and train.eval_every and step % train.eval_every == 0 and step < total:
-                    tracker.log(
-                        step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, eval_fn, pad_id)}
-                    )
+                    eval_loss = evaluate(model, dataset.eval, cfg, accelerator, eval_fn, pad_id, batch_of)
+                    tracker.log(step, {"eval_loss": eval_loss})
                 if train.save_every and step % train.save_every == 0 and step < total:
                     save(step)
                 stop.check(accelerator)
@@ -176,12 +178,13 @@ def run_sft(cfg: SFTConfig) -> Path:
         raise
 
     if dataset.eval:
-        tracker.log(step, {"eval_loss": evaluate(model, dataset.eval, cfg, accelerator, eval_fn, pad_id)})
+        eval_loss = evaluate(model, dataset.eval, cfg, accelerator, eval_fn, pad_id, batch_of)
+        tracker.log(step, {"eval_loss": eval_loss})
     tracker.close()
     if saved[-1] != step:
         save(step)
     merge = cfg.model.lora is not None and cfg.model.lora.merge_on_save
-    final = save_final(accelerator, model, tokenizer, out, merge_lora=merge)
+    final = save_final(accelerator, model, files, out, merge_lora=merge)
     if main:
         write_state(out, "complete", step=step, total_steps=total, final=str(final))
     return final
@@ -203,6 +206,10 @@ def _corda_calibration(cfg: SFTConfig, read: Any) -> Any:
             model(input_ids=torch.tensor([examples[i]["input_ids"]], device=model.device), use_cache=False)
 
     return run
+
+
+def _collate(cfg: SFTConfig, examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    return collate(examples, pad_id, packing=cfg.packing, max_length=cfg.data.max_length)
 
 
 def _shifted_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -233,20 +240,25 @@ def _clip(accelerator: Any, model: Any, max_norm: float | None) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: Any, examples: Any, cfg: SFTConfig, accelerator: Any, loss_fn: Any, pad_id: int) -> float:
-    """Mean target-token NLL over a held-out set (sharded over ranks, summed across them)."""
+def evaluate(
+    model: Any,
+    examples: Any,
+    cfg: SFTConfig,
+    accelerator: Any,
+    loss_fn: Any,
+    pad_id: int,
+    batch_of: Callable[[list[dict[str, Any]], int], dict[str, torch.Tensor]] | None = None,
+) -> float:
+    """Mean target-token NLL over a held-out set (sharded over ranks, summed across them); `batch_of`
+    (examples, pad id) -> batch, the text `collate` of cfg by default."""
+    batch_of = batch_of or functools.partial(_collate, cfg)
     model.eval()
     inner = accelerator.unwrap_model(model)  # no DDP hooks: ranks may run different numbers of batches
     mine = list(range(accelerator.process_index, len(examples), accelerator.num_processes))
     total = torch.zeros(2, device=accelerator.device)
     with full_weights(inner):  # FSDP2: whole weights, so ranks may run different numbers of batches
         for i in range(0, len(mine), cfg.train.batch_size):
-            batch = collate(
-                [examples[j] for j in mine[i : i + cfg.train.batch_size]],
-                pad_id,
-                packing=cfg.packing,
-                max_length=cfg.data.max_length,
-            )
+            batch = batch_of([examples[j] for j in mine[i : i + cfg.train.batch_size]], pad_id)
             targets = _shifted_targets(batch)
             with accelerator.autocast():
                 summed = _forward_loss(inner, batch, targets, loss_fn, accelerator.device)

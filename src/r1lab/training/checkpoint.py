@@ -284,7 +284,7 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
         tensors: dict[str, torch.Tensor] = {}
         for file in files:
             tensors.update(load_file(file))
-        result = model.load_state_dict(tensors, strict=False)
+        result = model.load_state_dict(_own_names(model, tensors), strict=False)
         unexpected = result.unexpected_keys
         tied = {k for k in result.missing_keys if k.endswith("lm_head.weight")}
         if set(result.missing_keys) - tied:
@@ -297,6 +297,19 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
             f"checkpoint {path} has weights this model lacks: {sorted(unexpected)[:3]}...",
             fix="resume with the same model (and LoRA) config that wrote it",
         )
+
+
+def _own_names(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` under the model's own parameter names: transformers saves some models (LLaVA) under their
+    original checkpoint names (save_pretrained's save_original_format), which load_state_dict does not know."""
+    own = model.state_dict()
+    if tensors.keys() <= own.keys():
+        return tensors
+    from transformers.core_model_loading import revert_weight_conversion
+
+    first = {t.data_ptr(): name for name, t in reversed(own.items())}  # a tied tensor: its first name
+    saved = {name: first.get(t.data_ptr()) for name, t in revert_weight_conversion(model, dict(own)).items()}
+    return {saved.get(k) or k: v for k, v in tensors.items()}
 
 
 def _prune(root: Path, keep: int | None) -> None:
