@@ -87,3 +87,20 @@ def build_model(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return model
+
+
+def build_reward_model(path: Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0, **meta: object) -> Path:
+    """Save a random one-label sequence-classification model of `tiny_config(tokenizer)` with the reward-model
+    marker (`meta` over an ORM's defaults, e.g. kind="prm", step_sep="\\n"), as a reward_model stage saves it."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from r1lab.rewards.reward_model_io import write_marker
+
+    config = tiny_config(tokenizer)
+    config.num_labels = 1
+    torch.manual_seed(seed)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    write_marker(path, {"base_model": "tiny", "system_prompt": None, "max_length": None, **meta})
+    return path

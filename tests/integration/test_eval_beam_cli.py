@@ -8,17 +8,18 @@ import json
 import re
 
 import pytest
-from test_eval_select_cli import _jsonl, data_with_reward, reward_model_dir
+from test_eval_select_cli import _jsonl, data_with_reward
 from typer.testing import CliRunner
 
 from r1lab.cli import app
 from r1lab.errors import UserError
+from tiny import build_reward_model
 
 
 @pytest.fixture(scope="module")
 def tiny_prm_dir(tmp_path_factory, tiny_tokenizer):
     """A tiny random PRM folder (kind prm, its steps ending at ".")."""
-    return reward_model_dir(
+    return build_reward_model(
         tmp_path_factory.mktemp("tiny-prm"), tiny_tokenizer, seed=1, kind="prm", step_sep="."
     )
 
@@ -46,8 +47,11 @@ def test_beam_search_and_prm_selection_end_to_end(tiny_model_dir, tiny_prm_dir, 
 
     # --select prm_*: at n = all 3 samples, the sample with the best min / last step score of the PRM
     samples = [r for r in _jsonl(out / "samples.jsonl") if r["kind"] == "sample"]
-    scored = [prm_step_scores(scorer, s["prompt"], s["completion"]) for s in samples]
-    assert [r[str(tiny_prm_dir)] for r in _jsonl(out / "orm_scores.jsonl")] == [s for s, _ in scored]
+    scored = [prm_step_scores(scorer, [(s["prompt"], s["completion"])])[0] for s in samples]  # one at a time
+    written = [r[str(tiny_prm_dir)] for r in _jsonl(out / "orm_scores.jsonl")]  # batched in the eval
+    assert len(written) == 9 and all(
+        w == pytest.approx(s, abs=1e-5) for w, (s, _) in zip(written, scored, strict=True)
+    )
     points = {c["method"]: {p["n"]: p for p in c["points"]} for c in results["scaling"]["curves"]}
     for method in ("prm_min", "prm_last"):
         picked = [
@@ -63,7 +67,7 @@ def test_beam_search_and_prm_selection_end_to_end(tiny_model_dir, tiny_prm_dir, 
     rows = _jsonl(out / "beam_samples.jsonl")
     assert [r["problem"] for r in rows] == [0, 1, 2] and beam["width"] == 2 and beam["steps_per_expand"] == 2
     for r in rows:
-        steps, _ = prm_step_scores(scorer, r["prompt"], r["completion"])
+        ((steps, _),) = prm_step_scores(scorer, [(r["prompt"], r["completion"])])
         assert r["prm_score"] == pytest.approx(steps[-1], abs=1e-5)
         assert r["correct"] is (len(r["completion"]) % 2 == 0) and r["tokens"] <= 24
         assert r["live"][0] == 1 and all(1 <= w <= 2 for w in r["live"]) and r["rounds"] == len(r["live"])

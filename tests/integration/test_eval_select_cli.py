@@ -12,24 +12,7 @@ from typer.testing import CliRunner
 
 from r1lab.cli import app
 from r1lab.errors import UserError
-
-
-def reward_model_dir(path, tokenizer, seed: int, **meta):
-    """A one-label sequence-classification model with the reward-model marker (`meta`: kind, step_sep ...), as
-    a reward_model stage saves it."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from r1lab.rewards.reward_model_io import write_marker
-    from tiny import tiny_config
-
-    config = tiny_config(tokenizer)
-    config.num_labels = 1
-    torch.manual_seed(seed)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    write_marker(path, {"base_model": "tiny", "system_prompt": None, "max_length": None, **meta})
-    return path
+from tiny import build_reward_model
 
 
 def data_with_reward(folder, problems: int):
@@ -45,7 +28,7 @@ def data_with_reward(folder, problems: int):
 
 @pytest.fixture(scope="module")
 def tiny_orm_dir(tmp_path_factory, tiny_tokenizer):
-    return reward_model_dir(tmp_path_factory.mktemp("tiny-orm"), tiny_tokenizer, seed=0)
+    return build_reward_model(tmp_path_factory.mktemp("tiny-orm"), tiny_tokenizer, seed=0)
 
 
 @pytest.fixture(scope="module")

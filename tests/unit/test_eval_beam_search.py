@@ -102,3 +102,22 @@ def test_engine_expansion_stops_at_the_separator_and_the_budget(tiny_model_dir):
         ends_step = s.text.endswith(".")
         assert ends_step != s.ended or s.generated == 40  # a step ends at "." only; else EOS or budget
     assert any(s.text.endswith(".") for s in steps[1]) and any(s.kept == 3 for s in steps[0])
+
+
+def test_batched_step_scores_equal_one_at_a_time(tmp_path, tiny_tokenizer):
+    """score_steps_batch (right-padded rows of different lengths) gives each row's score_steps and its length."""
+    from r1lab.data.prm_data import step_ids
+    from r1lab.eval.scaling import prm_step_scores
+    from r1lab.rewards.reward_model_io import load_reward_model, score_steps
+    from tiny import build_reward_model
+
+    folder = build_reward_model(tmp_path / "prm", tiny_tokenizer, seed=2, kind="prm", step_sep="\n")
+    scorer = load_reward_model(folder, kinds=("prm",))
+    items = [("Add 1.", "1 + 1 = 2\nAnswer: 2"), ("Say hi.", "hi"), ("Add 12 and 7.", "2 + 7 = 9\n1\n19\n")]
+    got = prm_step_scores(scorer, items, batch_size=3)
+    assert [len(s) for s, _ in got] == [2, 1, 3]  # no separator: one step; a trailing one ends the last step
+    for (prompt, text), (scores, read) in zip(items, got, strict=True):
+        steps = text.splitlines(keepends=True)
+        assert scores == pytest.approx(score_steps(*scorer[:2], prompt, steps), abs=1e-5)
+        ids, _ = step_ids(tiny_tokenizer, [{"role": "user", "content": prompt}], steps, "\n")
+        assert read == len(ids)

@@ -152,11 +152,11 @@ def engine_expand(
     return expand
 
 
-def prm_score(scorer: Any, prompts: list[str]) -> Score:
-    """A Score over a loaded PRM (model, tokenizer, meta): each candidate's step scores and tokens read."""
+def prm_score(scorer: Any, prompts: list[str], batch_size: int = 16) -> Score:
+    """A Score over a loaded PRM (model, tokenizer, meta): each candidate's step scores and tokens read, batched."""
     from r1lab.eval.scaling import prm_step_scores
 
-    return lambda items: [prm_step_scores(scorer, prompts[p], text) for p, text in items]
+    return lambda items: prm_step_scores(scorer, [(prompts[p], text) for p, text in items], batch_size)
 
 
 def load_prm(path: str) -> Any:
@@ -186,7 +186,9 @@ def beam_eval(
     sampling = SamplingParams(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
     sep = scorer[2].get("step_sep", "\n")
     expand = engine_expand(engine, tokenizer, [p.prompt_ids for p in prompts], sep, sampling)
-    result = search(len(prompts), expand, prm_score(scorer, [p.prompt_text for p in prompts]), opts)
+    result = search(
+        len(prompts), expand, prm_score(scorer, [p.prompt_text for p in prompts], cfg.batch_size), opts
+    )
     texts = [b.text for b in result.best]
     columns = [
         {**p.columns, "completion_length": b.tokens, "max_completion_length": cfg.max_new_tokens}

@@ -135,27 +135,31 @@ def check_kind(method: str, path: str, flag: str | None = None) -> str:
     return need
 
 
-def prm_step_scores(scorer: Any, prompt: str, text: str) -> tuple[list[float], int]:
-    """A PRM's (model, tokenizer, meta) scores of each step of `text` (split at its separator; no separator:
-    one step) and the tokens it read; a separator the tokenizer merges with the next step is a UserError."""
-    from r1lab.data.prm_data import step_ids
-    from r1lab.data.reward_data import conversation
-    from r1lab.rewards.reward_model_io import score_steps
+def prm_step_scores(
+    scorer: Any, items: list[tuple[str, str]], batch_size: int = 16
+) -> list[tuple[list[float], int]]:
+    """A PRM's (model, tokenizer, meta) scores of each step of every (prompt, text) (split at its separator; no
+    separator: one step), batched, and the tokens it read for each; a separator the tokenizer merges with the
+    next step is a UserError naming the completion."""
+    from r1lab.rewards.reward_model_io import score_steps_batch
     from r1lab.rollout.step_values import split_steps
 
     model, tokenizer, meta = scorer
     sep = meta.get("step_sep", "\n")
-    steps = split_steps(text, sep) or [text]
+    split = [(prompt, split_steps(text, sep) or [text]) for prompt, text in items]
     try:
-        scores = score_steps(model, tokenizer, prompt, steps)
-    except ValueError as e:
-        raise UserError(
-            f"the PRM cannot score the completion {text[:60]!r}: {e}",
-            where=f"step_sep {sep!r} of the PRM's reward_model.json",
-            fix="train the PRM with a separator the tokenizer keeps as its own token (the default newline)",
-        ) from None
-    ids, _ = step_ids(tokenizer, conversation(prompt, "", meta.get("system_prompt"))[:-1], steps, sep)
-    return scores, min(len(ids), meta.get("max_length") or len(ids))
+        return score_steps_batch(model, tokenizer, split, batch_size)
+    except ValueError:
+        for (_, text), item in zip(items, split, strict=True):  # which one: the error path only
+            try:
+                score_steps_batch(model, tokenizer, [item])
+            except ValueError as e:
+                raise UserError(
+                    f"the PRM cannot score the completion {text[:60]!r}: {e}",
+                    where=f"step_sep {sep!r} of the PRM's reward_model.json",
+                    fix="train the PRM with a separator the tokenizer keeps as its own token (the default newline)",
+                ) from None
+        raise
 
 
 def score_samples(
@@ -173,7 +177,7 @@ def score_samples(
     prompts, completions = [r["prompt"] for r in sampled], [r["completion"] for r in sampled]
     for path, (model, tokenizer, meta) in scorers.items():
         if meta.get("kind") == "prm":  # per sample its list of step scores
-            pairs = [prm_step_scores(scorers[path], p, c) for p, c in zip(prompts, completions, strict=True)]
+            pairs = prm_step_scores(scorers[path], list(zip(prompts, completions, strict=True)), batch_size)
             scores[path], tokens[path] = [s for s, _ in pairs], [t for _, t in pairs]
             continue
         scores[path] = [

@@ -183,20 +183,40 @@ def score_steps(
     """One score per step of a completion (a PRM loaded with kinds=("prm",)), templated as it was trained
     (its step separator, system prompt and last max_length tokens); a step cut off by max_length gets none.
     `prompt`: the user's text, or the prompt messages as a PRM data row holds them (used as they are)."""
+    return score_steps_batch(model, tokenizer, [(prompt, steps)])[0][0]
+
+
+def score_steps_batch(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    items: list[tuple[str | list[dict[str, Any]], list[str]]],
+    batch_size: int = 16,
+) -> list[tuple[list[float], int]]:
+    """score_steps of many (prompt, steps), right-padded in batches: each one's step scores and the number of
+    tokens the PRM read for it. ValueError when a separator is not a token end (step_ids)."""
     import torch
 
     from r1lab.data.prm_data import step_ids
 
     meta = getattr(model, "reward_meta", {})
-    if isinstance(prompt, str):
-        messages = conversation(prompt, "", meta.get("system_prompt"))[:-1]
-    else:
-        messages = list(prompt)
-    ids, positions = step_ids(tokenizer, messages, steps, meta.get("step_sep", "\n"))
-    cut = max(0, len(ids) - (meta.get("max_length") or len(ids)))
-    ids, positions = ids[cut:], [p - cut for p in positions if p >= cut]
+    encoded = []
+    for prompt, steps in items:
+        if isinstance(prompt, str):
+            messages = conversation(prompt, "", meta.get("system_prompt"))[:-1]
+        else:
+            messages = list(prompt)
+        ids, positions = step_ids(tokenizer, messages, steps, meta.get("step_sep", "\n"))
+        cut = max(0, len(ids) - (meta.get("max_length") or len(ids)))
+        encoded.append((ids[cut:], [p - cut for p in positions if p >= cut]))
     device = next(model.parameters()).device
+    out: list[tuple[list[float], int]] = []
     with torch.no_grad():
-        ids_t = torch.tensor([ids], device=device)
-        scores = token_scores(model, ids_t, torch.ones_like(ids_t))[0]
-    return [float(scores[p]) for p in positions]
+        for i in range(0, len(encoded), batch_size):
+            chunk = encoded[i : i + batch_size]
+            ids_t, mask = pad_right([ids for ids, _ in chunk], tokenizer.pad_token_id)
+            scores = token_scores(model, ids_t.to(device), mask.to(device)).cpu()
+            out += [
+                ([float(scores[row, p]) for p in positions], len(ids))
+                for row, (ids, positions) in enumerate(chunk)
+            ]
+    return out
