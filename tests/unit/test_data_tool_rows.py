@@ -4,6 +4,7 @@ and a few SFT steps on such rows lower the loss."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from pathlib import Path
@@ -196,6 +197,24 @@ def test_lookup_records_sft_render_as_the_rollout_with_the_search_schema(tmp_pat
     assert all(r["tools"] == box.schemas() for r in records)
     path = write_rows(
         tmp_path / "lookup.jsonl", [{"messages": r["messages"], "tools": r["tools"]} for r in records]
+    )
+    for example, record in zip(dataset(path, tiny_tokenizer), records, strict=True):
+        text = tiny_tokenizer.decode(example["input_ids"], skip_special_tokens=False)
+        assert text == render_with_tools(tiny_tokenizer, record["messages"], box, add_generation_prompt=False)
+
+
+def test_code_records_carry_the_python_schema_and_sft_render_as_the_rollout(tmp_path, tiny_tokenizer):
+    from r1lab.tasks import get_task
+    from r1lab.tools import Tool, ToolBox
+    from r1lab.tools.builtin import python_schema
+
+    records = get_task("code").generate(2, seed=0)
+    assert all(r["tools"] == [python_schema()] for r in records)
+    with contextlib.suppress(UserError):  # where the sandbox runs here, the schema is the real tool's
+        assert build_toolbox(["python"]).schemas() == [python_schema()]
+    box = ToolBox([Tool(lambda code: "", python_schema(), isolated=False)])
+    path = write_rows(
+        tmp_path / "code.jsonl", [{"messages": r["messages"], "tools": r["tools"]} for r in records]
     )
     for example, record in zip(dataset(path, tiny_tokenizer), records, strict=True):
         text = tiny_tokenizer.decode(example["input_ids"], skip_special_tokens=False)

@@ -12,7 +12,8 @@ With probability `fix_rate` the first version has a typical bug (a comparison of
 steps, no wrap-around) that the example shows: the assistant reads the wrong output, says what is wrong, fixes it
 and runs it again. The tool outputs in the demonstration are the program's real output, computed here by
 running the (template-written) code in this process; tests/unit/test_tool_tasks.py checks that the sandboxed
-`python` tool prints the same. Like lookup, a record has `messages` and `completion` (see r1lab.tasks.lookup).
+`python` tool prints the same. Like lookup, a record has `messages`, `completion` and `tools` (the python tool's
+schema; see r1lab.tasks.lookup).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 
 from r1lab.tasks.base import TASKS, Task, require
 from r1lab.tasks.tool_turns import flatten, tool_call_text
+from r1lab.tools.builtin import python_schema
 
 N_TESTS = 5
 
@@ -293,4 +295,5 @@ class CodeTask(Task):
         final = f"It prints {right}, as the example expects.\n\n```python\n{spec.gold}\n```"
         messages.append({"role": "assistant", "content": final})
         record["messages"] = messages
+        record["tools"] = [python_schema()]  # SFT on these rows renders them as the rollout does
         return flatten(messages)

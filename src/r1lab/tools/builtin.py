@@ -151,6 +151,25 @@ def _read_corpus(path: Path) -> list[dict[str, str]]:
     return docs
 
 
+def _python_signature(code: str) -> ToolResult:
+    """Run a Python program in a fresh sandbox and return what it printed (stdout, then stderr).
+
+    Args:
+        code: the whole program; print what you want to see
+    """
+    raise NotImplementedError  # the python tool's signature and docstring; make_python_tool makes the tool
+
+
+def python_schema() -> dict[str, Any]:
+    """The `python` tool's function schema (what `build_toolbox(["python"])` gives) without starting the sandbox,
+    for demonstrations written where it may not run (the code task's `tools` column)."""
+    from r1lab.tools.schema import function_schema
+
+    schema = function_schema(_python_signature, "tools.python")
+    schema["function"]["name"] = "python"
+    return schema
+
+
 def make_python_tool(limits: Any = None, timeout_s: float = 10) -> Callable[[str], Any]:
     """The `python` tool: runs code in r1lab's sandbox (imported here, when a tool box asks for it; a machine
     that cannot run the sandbox is a UserError now, naming what is missing). Unset `limits` are the sandbox's
@@ -163,11 +182,6 @@ def make_python_tool(limits: Any = None, timeout_s: float = 10) -> Callable[[str
     limits = limits or replace(SandboxLimits(), wall_s=timeout_s)
 
     def python(code: str) -> ToolResult:
-        """Run a Python program in a fresh sandbox and return what it printed (stdout, then stderr).
-
-        Args:
-            code: the whole program; print what you want to see
-        """
         result = run_python(code, limits=limits)
         parts = [result.stdout.rstrip("\n")] if result.stdout else []
         if result.stderr:
@@ -185,4 +199,5 @@ def make_python_tool(limits: Any = None, timeout_s: float = 10) -> Callable[[str
             "\n".join(parts) if parts else "(no output)", error=failed, timed_out=result.timed_out
         )
 
+    python.__doc__ = _python_signature.__doc__  # its schema's description and argument text
     return python
