@@ -49,18 +49,23 @@ def write_rows(folder: Path, names: list[str] | None = None) -> Path:
     return file
 
 
-def cfg_for(folder: Path, data: Path, out: Path, **over: Any) -> SFTConfig:
+def cfg_for(folder: Path, rows: Path, out: Path, **over: Any) -> SFTConfig:
     base = {
         "model": {"path": str(folder)},
-        "data": {"path": str(data), "max_length": 128},
+        "data": {"path": str(rows), "max_length": 128},
         "optim": {"lr": 3e-2, "scheduler": "constant"},
         "train": {"output_dir": str(out), "batch_size": 4, "max_steps": 6, "seed": 0},
     }
     return validate(SFTConfig, deep_merge(base, over))
 
 
+def logged(out: Path, key: str) -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [row[key] for row in rows if key in row]
+
+
 def losses(out: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return logged(out, "loss")
 
 
 @pytest.mark.parametrize("arch", ["llava", "idefics3"])
@@ -187,8 +192,11 @@ def test_resume_from_a_checkpoint_matches_the_straight_run(folders, tmp_path):
 def test_lora_final_adapter_and_merged_reload_with_the_processor(folders, tmp_path):
     data = write_rows(tmp_path / "data")
     lora = {"r": 2, "alpha": 4, "merge_on_save": True}
-    merged = run_sft(cfg_for(folders["llava"], data, tmp_path / "run", model={"lora": lora}))
+    held_out = {"data": {"eval_fraction": 0.25}, "train": {"batch_size": 3, "eval_every": 2}}
+    merged = run_sft(cfg_for(folders["llava"], data, tmp_path / "run", model={"lora": lora}, **held_out))
     assert merged.name == "merged"
+    evals = logged(tmp_path / "run", "eval_loss")  # the held-out row, batched by collate_images
+    assert len(evals) == 3 and evals[-1] < evals[0]
     messages = _chat(str(data.parent / "images" / "Red.png"), "Red")["messages"]
     logits = []
     for folder in (merged, merged.parent):  # the merged model, and the adapter merged into its base on load
