@@ -118,9 +118,8 @@ def search(num_problems: int, expand: Expand, score: Score, opts: BeamOptions) -
             ranked.setdefault(p, []).append((Beam(b.text, value, b.tokens, b.steps), ended))
         live = {}
         for p, cands in ranked.items():
-            for beam, ended in sorted(cands, key=lambda c: -c[0].score)[
-                : opts.width
-            ]:  # stable: ties in order
+            top = sorted(cands, key=lambda c: -c[0].score)[: opts.width]  # stable: ties in sampling order
+            for beam, ended in top:
                 (out.finished[p] if ended else live.setdefault(p, [])).append(beam)
     out.best = [max(f, key=lambda b: b.score) for f in out.finished]  # max keeps the first of a tie
     return out
