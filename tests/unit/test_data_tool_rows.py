@@ -15,6 +15,7 @@ from test_tools import TOOLS_TEMPLATE  # tests/unit is on the path when pytest r
 
 from r1lab.config import DataConfig, SFTConfig, validate
 from r1lab.data import IGNORE, build_sft_dataset, read_sft_data
+from r1lab.data.splits import held_out
 from r1lab.data.tool_rows import calls_text
 from r1lab.errors import UserError
 from r1lab.tools import build_toolbox, render_with_tools
@@ -144,6 +145,19 @@ def test_malformed_tool_rows_name_file_and_line(tmp_path, rows, what, where):
         read_sft_data(DataConfig(path=str(path)))
     assert e.value.where == f"{path}:3, {where}"  # line 1 blank, line 2 a good row
     assert e.value.fix
+
+
+def test_a_bad_row_in_the_training_or_held_out_part_names_its_own_line(tmp_path):
+    good = {"messages": ROW}
+    bad = {"messages": [ROW[0], ROW[2], ROW[3]]}
+    path = write_rows(tmp_path / "d.jsonl", [good] * 9 + [bad], blank_first=True)  # the bad row: line 11
+    held = set()
+    for seed in range(12):  # eval_fraction 0.3 holds the bad row out for some seeds and not for others
+        held.add(9 in held_out(10, 0.3, seed))
+        with pytest.raises(UserError, match="no tool call before it") as e:
+            read_sft_data(DataConfig(path=str(path), eval_fraction=0.3), seed=seed)
+        assert e.value.where == f"{path}:11, message 2"
+    assert held == {True, False}
 
 
 def test_sft_steps_on_tool_rows_lower_the_loss(tmp_path, tiny_model_dir):

@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from r1lab.config import DataConfig
 from r1lab.data.formats import Conversation, normalise, resolve_schema
-from r1lab.data.splits import SplitDataset, train_eval_records
+from r1lab.data.splits import SplitDataset, held_out, train_eval_records
 from r1lab.data.tokenize import IGNORE, tokenize_conversation
 from r1lab.data.tool_rows import prepare_tool_row, tool_schemas
 from r1lab.errors import UserError
@@ -37,10 +37,14 @@ class SFTRecords:
 def read_sft_data(cfg: DataConfig, *, seed: int = 0) -> SFTRecords:
     """Read and normalise the SFT data (format, columns, roles); `seed` draws the eval_fraction split."""
     train, held = train_eval_records(cfg, seed)
-    eval_set = (
-        None if held is None else _read(held, cfg, cfg.eval_path or cfg.path, whole=bool(cfg.eval_path))
-    )
-    return _read(train, cfg, cfg.path, eval_set, whole=not held or bool(cfg.eval_path))
+    # each record's number in the file (for file:line errors), where train_eval_records held a fraction out
+    numbers = held_numbers = None
+    if held is not None and not cfg.eval_path:
+        out = held_out(len(train) + len(held), cfg.eval_fraction, seed)
+        held_numbers = [i + 1 for i in sorted(out)]
+        numbers = [i + 1 for i in range(len(train) + len(held)) if i not in out]
+    eval_set = None if held is None else _read(held, cfg, cfg.eval_path or cfg.path, numbers=held_numbers)
+    return _read(train, cfg, cfg.path, eval_set, numbers=numbers)
 
 
 def build_sft_dataset(
@@ -57,7 +61,7 @@ def _read(
     cfg: DataConfig,
     source: str,
     eval_set: SFTRecords | None = None,
-    whole: bool = True,  # the records are the file's own, in order (not a held-out part): errors name file:line
+    numbers: list[int] | None = None,  # the records' numbers in the file; None: 1, 2, ... (the whole file)
 ) -> SFTRecords:
     schema = resolve_schema(set().union(*records), cfg, source)
     if schema.format not in ("messages", "prompt_completion"):
@@ -71,7 +75,7 @@ def _read(
     for i, record in enumerate(records):
         conv = normalise(record, schema, cfg, f"{source}, record {i + 1}")
         assert isinstance(conv, Conversation)
-        prepare_tool_row(conv, source, i + 1 if whole else None)  # tool rows render as the rollout does
+        prepare_tool_row(conv, source, numbers[i] if numbers else i + 1)  # tool rows: rendered as the rollout
         if conv.has_target():
             conversations.append((i + 1, conv))
     return SFTRecords(conversations, len(records), source, eval_set)

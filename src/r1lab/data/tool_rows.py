@@ -184,16 +184,16 @@ def _schemas(tools: Any, where: str) -> list[dict[str, Any]]:
     return tools
 
 
-def prepare_tool_row(conv: Any, source: str, number: int | None) -> None:
+def prepare_tool_row(conv: Any, source: str, number: int) -> None:
     """Check a normalised SFT Conversation in place when it is a tool row (its messages get objects for JSON-text
-    arguments, its `tools` column the parsed schemas). `number`: its record number in `source` (for the error's
-    file:line), or None when the records are a held-out part of the file (the error names the message only)."""
+    arguments, its `tools` column the parsed schemas). `number`: its record number in `source` (1-based, for the
+    error's file:line)."""
     if not is_tool_row(conv.messages, conv.columns):
         return
     try:
         conv.messages, conv.columns["tools"] = check_tool_row(conv.messages, conv.columns.get("tools"), "")
     except UserError as e:
-        place = jsonl_where(source, number) if number else source
+        place = jsonl_where(source, number)
         raise UserError(e.what, where=f"{place}, {(e.where or '').removeprefix(', ')}", fix=e.fix) from None
 
 
