@@ -226,6 +226,9 @@ def test_bad_inputs_are_user_errors(folders, tmp_path):
     with pytest.raises(UserError, match="packing is not supported") as e:
         run_sft(cfg_for(folders["llava"], data, tmp_path / "c", packing=True))
     assert e.value.where == "packing"
+    with pytest.raises(UserError, match="hft is not supported") as e:
+        run_sft(cfg_for(folders["llava"], data, tmp_path / "c", hft=True))
+    assert e.value.where == "hft"
 
     text = tmp_path / "text.jsonl"
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
@@ -241,3 +244,27 @@ def test_bad_inputs_are_user_errors(folders, tmp_path):
         cfg_for(
             folders["llava"], data, tmp_path / "f", model={"freeze": ["language_model"], "lora": {"r": 2}}
         )
+
+
+def test_qwen2_vl_trains_through_the_stage(tmp_path):
+    """Qwen2-VL batches carry image_grid_thw and mm_token_type_ids (its 3D rope). Its processor needs
+    torchvision to load and save, so the test builds it without the video side and saves its two parts."""
+    from unittest import mock
+
+    from test_data_images import _qwen2_vl_processor
+
+    def processor(path: str) -> Any:
+        built = _qwen2_vl_processor(Path(path))
+        built.save_pretrained = lambda folder: (
+            built.image_processor.save_pretrained(folder),
+            built.tokenizer.save_pretrained(folder),
+        )
+        return built
+
+    folder = build_qwen2_vl(tmp_path / "qwen2_vl")
+    data = write_rows(tmp_path / "data")
+    with mock.patch("r1lab.models.vlm.load_processor", processor):
+        final = run_sft(cfg_for(folder, data, tmp_path / "run", model={"freeze": []}))
+    seen = losses(tmp_path / "run")
+    assert len(seen) == 6 and seen[-1] < 0.7 * seen[0], seen
+    assert (final / "preprocessor_config.json").is_file() and (final / "model.safetensors").is_file()

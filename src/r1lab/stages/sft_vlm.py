@@ -8,7 +8,8 @@ alone, LLaVA's stage-1 alignment), rows are read with their images and tokenised
 `collate_images` (no packing), and every checkpoint and `final/` hold the processor (image processor,
 tokenizer, chat template), so the folder loads again with `load_vlm`.
 
-A text model given rows with images is refused before it loads (the images would be dropped silently).
+A text model given rows with images is refused before it loads (the images would be dropped silently), and so
+are packing and hft with a VLM.
 """
 
 from __future__ import annotations
@@ -77,5 +78,11 @@ def vision_sft(cfg: SFTConfig, *, seed: int) -> VisionSFT | None:
             "positions would have to be split per packed sequence)",
             where="packing",
             fix="set packing: false",
+        )
+    if cfg.hft is not None:  # its plan draws over every matrix, the vision tower's too, against model.freeze
+        raise UserError(
+            "hft is not supported for a vision-language model",
+            where="hft",
+            fix="remove hft, and choose what trains with model.freeze (vision_tower, projector, language_model)",
         )
     return VisionSFT(cfg, read_image_sft_data(cfg.data, seed=seed))
