@@ -40,7 +40,10 @@ def image_text_base(cfg: ModelConfig) -> str | None:
     model is not one (a text LLM, a GGUF file)."""
     from r1lab.models.load import _adapter_config
 
-    path = resolve_model_path(cfg.path, cfg.revision)
+    try:
+        path = resolve_model_path(cfg.path, cfg.revision)
+    except UserError:  # not found: not known to be a VLM; the data is checked first, then loading says why
+        return None
     adapter = _adapter_config(Path(path))
     base = resolve_model_path(adapter["base_model_name_or_path"]) if adapter else path
     return base if is_image_text_model(base) else None
