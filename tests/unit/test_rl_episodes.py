@@ -74,7 +74,9 @@ class ScriptedPolicy:
             index, [prompt_ids[i] for i in index], tokens, mask, mask * 0.0, ["stop"] * len(rows), texts
         )
         with torch.no_grad():
-            out.logprobs = completion_logprobs(self.model, self.model, out, "cpu", sampling.temperature)[0]
+            out.logprobs = completion_logprobs(
+                self.model, self.model, out, "cpu", sampling.temperature or 1.0
+            )[0]
         return out
 
     def update_weights(self, model):
@@ -148,6 +150,26 @@ def test_max_turns_ends_the_episodes_that_still_call_a_tool(tmp_path, long_model
     assert m["tokens_trained"] == cfg.prompts_per_step * sum(len(_ids(tok, t[0])) for t in FIRST_TURNS)
 
 
+def test_the_held_out_eval_runs_one_greedy_episode_per_prompt(tmp_path, long_model_dir, monkeypatch):
+    """Greedy: one sample per prompt, the script's first (a valid search, then the wrong answer)."""
+    import r1lab.rollout
+
+    monkeypatch.setattr(
+        r1lab.rollout, "make_engine", lambda cfg, model, tok, seed=0: ScriptedPolicy(model, tok)
+    )
+    cfg = _lookup_config(tmp_path, long_model_dir, max_turns=3)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"eval_fraction": 0.5})})
+    run_rl(cfg)
+    step, held = read_metrics(tmp_path / "run")
+    assert held["eval/num_problems"] == 2 and held["eval/accuracy"] == 0.0
+    assert held["eval/tools/tool_calls_per_episode"] == 1.0 and held["eval/tools/turns_per_episode"] == 2.0
+    assert held["eval/tools/finish/answer"] == 1.0 and held["eval/tools/tool_errors_per_episode"] == 0.0
+    assert held["eval/reward/tool_call_penalty"] == pytest.approx(-0.1)  # one call, allowed 0
+    tok = AutoTokenizer.from_pretrained(long_model_dir)
+    assert held["eval/mean_length"] == len(_ids(tok, FIRST_TURNS[0][0])) + len(_ids(tok, LAST_TURN))
+    assert "tools/tool_calls_per_episode" in step
+
+
 def test_a_real_engine_runs_episodes_in_the_loop(tmp_path, long_model_dir):
     """The tiny random model seldom writes a call; the run still goes through the episode path end to end."""
     cfg = _lookup_config(tmp_path, long_model_dir, max_turns=2, max_episode_tokens=1200)
@@ -160,7 +182,6 @@ def test_a_real_engine_runs_episodes_in_the_loop(tmp_path, long_model_dir):
     ("overrides", "message"),
     [
         ({"rollout": {"engine": "vllm", "tools": ["calculator"]}}, "only supported"),
-        ({"rollout": {"tools": ["calculator"]}, "data": {"eval_fraction": 0.25}}, "held-out eval"),
     ],
 )
 def test_unsupported_combinations_are_refused(tmp_path, tiny_model_dir, overrides, message):
@@ -182,3 +203,14 @@ def test_an_unknown_tool_is_refused_before_any_rollout(tmp_path, tiny_model_dir)
     with pytest.raises(UserError, match="telepathy"):
         run_rl(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_doctor_rolls_out_episodes_and_checks_the_model_tokens(tmp_path, long_model_dir):
+    """`r1lab doctor` on a tools config: its rollout is episodes (the real engine), and the sampler-vs-trainer
+    log-prob check passes over the model's tokens (tool results carry no sampler log-prob)."""
+    from r1lab.doctor.rl import rl_checks
+
+    checks = {c.name: c for c in rl_checks(_lookup_config(tmp_path, long_model_dir, max_turns=2), None)}
+    logprobs = checks["sampler vs trainer log-probs"]
+    assert logprobs.status == "ok", logprobs.summary
+    assert not any(c.failed for c in checks.values()), [c.summary for c in checks.values() if c.failed]

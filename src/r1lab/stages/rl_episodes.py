@@ -11,9 +11,9 @@ the `<tool_call>` format, r1lab runs them and appends the results, up to max_tur
   do not count in any token mean), `texts` = each episode's last model turn (what the rewards score) and
   `extras` (tool_calls, tool_errors, ... passed to the rewards as columns; the whole episode text for
   samples.jsonl);
-- `tool_metrics` logs tools/* each step (calls, errors, truncated outputs, turns per episode, how episodes end).
-Refused (`check_tool_config`): the vllm engine (not tested with episodes yet) and a held-out eval
-(data.eval_path / eval_fraction: the periodic eval is single-turn, so it would measure another policy).
+- `tool_metrics` logs tools/* each step (calls, errors, truncated outputs, turns per episode, how episodes end);
+- the periodic eval on held-out prompts runs one greedy episode per prompt (r1lab.stages.rl_eval).
+Refused (`check_tool_config`): the vllm engine (not tested with episodes yet).
 """
 
 from __future__ import annotations
@@ -35,13 +35,6 @@ def check_tool_config(cfg: RLConfig) -> None:
             "supported (and tested) with the hf engine so far",
             where="rollout.engine",
             fix="set rollout.engine: hf, or remove rollout.tools for single-turn vllm rollouts",
-        )
-    if cfg.data.eval_path or cfg.data.eval_fraction:
-        raise UserError(
-            "rollout.tools with a held-out eval: the RL stage's periodic eval decodes single-turn, without the "
-            "tools, so eval/* would not measure the policy being trained",
-            where="data.eval_path / data.eval_fraction",
-            fix="remove them and evaluate the trained model afterwards",
         )
 
 
@@ -114,18 +107,17 @@ def with_tools(cfg: RLConfig, engine: Any, tokenizer: Any) -> Any:
     return EpisodeEngine(engine, tokenizer, build_tools(cfg, tokenizer), r.max_turns, r.max_episode_tokens)
 
 
-def tool_metrics(parts: list[Rollouts]) -> dict[str, float]:
-    """tools/* over the episodes of a step (nothing for single-turn rollouts): per-episode means of tool calls,
+def tool_metrics(rows: list[dict[str, Any]], prefix: str = "tools/") -> dict[str, float]:
+    """tools/* over episodes' extras (nothing for single-turn rollouts): per-episode means of tool calls,
     tool errors (unknown tool, bad JSON or arguments, a failed or timed-out call), truncated tool outputs and
     model turns; the fraction of episodes ending each way (answer, max_turns, length, budget)."""
-    rows = [x for p in parts for x in (p.extras or [])]
     if not rows:
         return {}
     n = len(rows)
     out = {
-        f"tools/{key}_per_episode": sum(x[key] for x in rows) / n
+        f"{prefix}{key}_per_episode": sum(x[key] for x in rows) / n
         for key in ("tool_calls", "tool_errors", "tool_truncated", "turns")
     }
     for reason in ("answer", "max_turns", "length", "budget"):
-        out[f"tools/finish/{reason}"] = sum(x["episode_finish"] == reason for x in rows) / n
+        out[f"{prefix}finish/{reason}"] = sum(x["episode_finish"] == reason for x in rows) / n
     return out

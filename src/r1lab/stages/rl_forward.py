@@ -35,13 +35,14 @@ def completion_logprobs(
     model: Any, prefix_model: Any, rows: Rollouts, device: Any, temperature: float, entropy_grad: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Log-probs (differentiable) and entropies (detached unless `entropy_grad`, for an entropy bonus) of each
-    row's completion tokens: float32 [B, T], 0 where the completion mask is 0.
+    row's completion tokens: float32 [B, T], 0 where the loss mask is 0 (padding, and an episode's tool results:
+    attended to, never scored, so the head does not run on them).
 
     `model` runs the completion tokens (the DDP-wrapped module, so the gradient is synchronised);
     `prefix_model` runs the shared prompts (the same module unwrapped: DDP allows one forward per backward).
     """
     completion = rows.completion_ids.to(device)
-    mask = rows.completion_mask.to(device).bool()
+    mask = rows.loss_mask.to(device).bool()
     head = output_head(prefix_model)
     if head is None:
         logits = completion_features(model, prefix_model, rows, device, head=None)

@@ -62,7 +62,7 @@ def step_metrics(
             # nan when no row was trained (every advantage 0): no token to average over
             out[_METRIC_NAMES.get(key, key)] = float(value) / tokens if tokens else math.nan
     out["tokens_trained"] = tokens
-    return out | tool_metrics([s.rollouts for s in generated])  # multi-turn episodes: tools/*
+    return out | tool_metrics([x for s in generated for x in s.rollouts.extras or []])  # episodes: tools/*
 
 
 _METRIC_NAMES = {
