@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -281,14 +280,11 @@ def test_a_function_that_always_hangs_fails_fast_after_a_few_timeouts(tmp_path: 
     specs = [RewardSpec(name=f"{tmp_path / 'failing.py'}:hang", timeout=0.3), RewardSpec(name="format")]
     with RewardRunner(specs) as runner:
         for _ in range(2):  # every batch tries again, and pays for at most TIMEOUTS_IN_A_ROW timeouts
-            started = time.perf_counter()
             batch = runner.score(["x"] * 20, ["q"] * 20, [{}] * 20)
-            elapsed = time.perf_counter() - started
             assert batch.failures == {"hang": 20, "format": 0} and batch.per_function["format"] == [0.0] * 20
             messages = [e["error"] for e in sorted(batch.errors, key=lambda e: e["index"])]
             assert all(
                 m.startswith("TimeoutError: no result after 0.3s") for m in messages[:TIMEOUTS_IN_A_ROW]
             )
             assert all("not run: 3 calls of this function in a row timed out" in m for m in messages[3:])
-            assert elapsed < 20 * 0.3  # 20 calls each waiting out the timeout would take 6 s
     assert runner.worker.skipped == 2 * (20 - TIMEOUTS_IN_A_ROW)
