@@ -83,7 +83,7 @@ class ScriptedPolicy:
         pass
 
 
-def _lookup_config(tmp_path, model_dir, **rollout):
+def _lookup_config(tmp_path, model_dir, steps=1, **rollout):
     data = write_jsonl(tmp_path / "lookup.jsonl", LookupTask().generate(4, seed=0, **SIZES))
     corpus = write_lookup_corpus(tmp_path / "corpus.jsonl", seed=0, **SIZES)
     return rl_config(
@@ -94,7 +94,7 @@ def _lookup_config(tmp_path, model_dir, **rollout):
             "rewards": [{"name": "exact"}, {"name": "tool_call_penalty", "kwargs": {"allowed": 0}}],
             "rollout": {"n": 4, "max_new_tokens": 40, "tools": [{"name": "search", "corpus": str(corpus)}]}
             | rollout,
-            "train": {"max_steps": 1, "batch_size": 8},
+            "train": {"max_steps": steps, "batch_size": 8},
         },
     )
 
@@ -214,3 +214,17 @@ def test_doctor_rolls_out_episodes_and_checks_the_model_tokens(tmp_path, long_mo
     logprobs = checks["sampler vs trainer log-probs"]
     assert logprobs.status == "ok", logprobs.summary
     assert not any(c.failed for c in checks.values()), [c.summary for c in checks.values() if c.failed]
+
+
+def test_async_rollouts_run_episodes_too(tmp_path, long_model_dir, monkeypatch):
+    """rollout.async: the background sampler (a copy of the policy) is wrapped in the episode engine as well."""
+    import r1lab.rollout
+
+    monkeypatch.setattr(
+        r1lab.rollout, "make_engine", lambda cfg, model, tok, seed=0: ScriptedPolicy(model, tok)
+    )
+    cfg = _lookup_config(tmp_path, long_model_dir, steps=2, max_turns=3, **{"async": True})
+    run_rl(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    assert [m["tools/tool_calls_per_episode"] for m in metrics] == [0.75, 0.75]
+    assert [m["async/staleness"] for m in metrics] == [0, 1]
