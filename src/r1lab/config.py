@@ -612,6 +612,16 @@ class TaskDataConfig(Strict):
     options: dict[str, Any] = {}  # the task's own knobs, e.g. digits
 
 
+class StageTaskConfig(Strict):
+    """A recipe stage's own task (a curriculum step, e.g. Countdown with 2, then 3, then 4 numbers): merged over
+    the recipe's `task:`, its train file written per stage; the held-out eval stays on the recipe's test set."""
+
+    name: str | None = None  # default: the recipe's task, whose options the stage's options are merged over
+    options: dict[str, Any] = {}  # the task's own knobs (`r1lab data tasks`)
+    train_size: int | None = Field(None, gt=0)  # default: the recipe task's
+    seed: int | None = None  # default: the recipe task's
+
+
 class RecipeConfig(Strict):
     """An ordered list of stages; each stage's output model is the next stage's input."""
 

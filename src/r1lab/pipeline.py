@@ -126,8 +126,28 @@ def stage_config(
     entry["model"] = deep_merge(recipe.model.model_dump(), entry.get("model", {}))
     entry["train"] = {**entry.get("train", {}), "output_dir": str(output_dir)}
     if recipe.task is not None:
-        entry = _task_defaults(entry, kind, recipe, files)
+        task_name, files = _stage_task(recipe, entry.pop("task", None), files, where)
+        entry = _task_defaults(entry, kind, task_name, files)
+    elif "task" in entry:
+        raise UserError(
+            "a stage's `task:` overrides the recipe's task, and this recipe has none",
+            where=f"{where}: task",
+            fix="add a top-level `task:` (its test set is the held-out eval), or give the stage `data:`",
+        )
     return validate(STAGE_KINDS[kind], entry, where)
+
+
+def _stage_task(recipe: RecipeConfig, raw: Any, files: dict[str, Path], where: str) -> tuple[str, dict]:
+    """A stage's own `task:` (a curriculum step, r1lab.tasks.stage_task): its name and its train file; the
+    test file stays the recipe's. Without one: the recipe's task and files."""
+    if raw is None:
+        return recipe.task.name, files
+    from r1lab.tasks.stage_task import merged_task, stage_train_file
+
+    task = merged_task(recipe.task, raw, where)
+    if task == recipe.task:
+        return task.name, files
+    return task.name, {**files, "train": stage_train_file(task, files["train"].parent, where)}
 
 
 def _untrained_config(kind: str, entry: dict[str, Any], output_dir: Path, where: str) -> Any:
@@ -156,10 +176,10 @@ def wire_merge_inputs(config: Any, outputs: dict[str, str]) -> Any:
     return config.model_copy(update=update)
 
 
-def _task_defaults(entry: dict[str, Any], kind: str, recipe: RecipeConfig, files: dict[str, Path]) -> dict:
+def _task_defaults(entry: dict[str, Any], kind: str, task_name: str, files: dict[str, Path]) -> dict:
     from r1lab.tasks import get_task
 
-    task = get_task(recipe.task.name)
+    task = get_task(task_name)
     data = {"path": str(files["train"]), "system_prompt": task.system_prompt}
     if kind == "rl":
         data["format"] = "prompt"

@@ -72,6 +72,7 @@ class Countdown(Task):
             "answer": pool[0].expr,
             "numbers": numbers,
             "target": target,
+            "difficulty": opts["count"],  # numbers to combine: what curricula order by (difficulty_weighted)
             "_steps": steps,
         }
         return key, record
