@@ -269,7 +269,7 @@ def data_pairs(
     batch_size: Annotated[int, typer.Option(help="prompts per generate call")] = 16,
     seed: int = 0,
     pairs_per_prompt: Annotated[int, typer.Option(help="most (correct, incorrect) pairs per prompt")] = 1,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
     per_step: Annotated[
         bool, typer.Option(help="cut each rejected sample after the step where its success rate collapses")
     ] = False,
@@ -314,7 +314,7 @@ def data_prm_labels(
     max_new_tokens: int = 256,
     batch_size: Annotated[int, typer.Option(help="prompts per generate call")] = 16,
     seed: int = 0,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
 ) -> None:
     """Process reward model data: sample N completions per prompt and label each step good (1) when one of M
     continuations from it reaches a correct answer (Math-Shepherd); rows {prompt, steps, labels, values}."""
@@ -390,7 +390,7 @@ def data_distill(
     temperature: float = 0.7,
     max_new_tokens: int = 256,
     batch_size: int = 8,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
 ) -> None:
     """Self-sampled SFT data: k samples per prompt, keep the verified-correct ones (deduplicated, at most m per
     prompt) with their provenance; stops with an error when nothing verifies."""
@@ -402,6 +402,41 @@ def data_distill(
     counts = distill(opts)
     kept = f"{counts['kept']} records ({counts['prompts_kept']} prompts)"
     console.print(f"[green]wrote[/green] {kept} to {out}")
+
+
+@data_app.command("verifier-sft")
+def data_verifier_sft(
+    out: Annotated[Path, typer.Option(help="where to write the judge rows (JSONL: SFT data, RL prompts)")],
+    model: Annotated[str | None, typer.Argument(help="the model to sample candidates from")] = None,
+    samples: Annotated[
+        str | None, typer.Option("--from", help="label this samples file instead of sampling")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="a built-in task: prompts and verifier")] = None,
+    data: Annotated[str | None, typer.Option(help="or a prompt file (the columns its reward needs)")] = None,
+    reward: Annotated[list[str] | None, typer.Option("--reward", "-r", help="verifier (repeatable)")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="samples per prompt (plus the greedy one)")] = 4,
+    limit: Annotated[int, typer.Option(min=1, help="problems generated for --task")] = 200,
+    balance: Annotated[bool, typer.Option(help="as many incorrect as correct rows (seeded draw)")] = False,
+    split: str = "train",
+    seed: int = 0,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
+) -> None:
+    """Generative-verifier data: candidates (sampled from MODEL or read with --from) labelled by the verifier,
+    written as judge prompt -> short judgement + "Verdict: correct|incorrect" rows with a `label` column."""
+    from r1lab.stages.verifier_data import VerifierDataOptions, make_verifier_data
+
+    opts = VerifierDataOptions(out=out, model=model, samples=samples, task=task, data=data, rewards=reward or [],
+                               limit=limit, split=split, seed=seed, n=n, temperature=temperature,
+                               max_new_tokens=max_new_tokens, batch_size=batch_size, engine=engine,
+                               balance=balance)  # fmt: skip
+    counts = make_verifier_data(opts)
+    console.print(
+        f"[green]wrote[/green] {counts['rows']} judge rows ({counts['rows_correct']} correct, "
+        f"{counts['rows_incorrect']} incorrect) to {out}"
+    )
 
 
 @data_app.command("check")
@@ -473,7 +508,9 @@ def eval_cmd(
             help="map a column as NAME=COLUMN, as data.columns does (repeatable), e.g. --columns prompt=question"
         ),
     ] = None,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
+    engine: Annotated[
+        str, typer.Option(help="generation engine: hf (r1lab's own) or vllm (installed)")
+    ] = "hf",
     backend: Annotated[
         str, typer.Option(help="r1lab, or lm_eval: EleutherAI's lm-eval on the same prompts (greedy)")
     ] = "r1lab",

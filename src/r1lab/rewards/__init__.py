@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 
 import r1lab.rewards.code  # noqa: F401  (registers the `code` reward: tests run in r1lab.sandbox)
-from r1lab.rewards import length, math_reward, ranking, text, tool_use, translation, visual  # noqa: F401  (registers the built-in rewards)
+from r1lab.rewards import length, math_reward, ranking, text, tool_use, translation, verifier, visual  # noqa: F401  (registers the built-in rewards)
 from r1lab.rewards.loader import LoadedReward, load_reward
 from r1lab.rewards.registry import REWARDS, reward
 from r1lab.rewards.runner import RewardBatch, RewardRunner

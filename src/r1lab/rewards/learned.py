@@ -1,6 +1,8 @@
 """Learned rewards: `rewards: [{name: "model:PATH"}]` scores completions with a trained reward model.
 
-The folder is a reward model saved by the `reward_model` stage (r1lab.rewards.reward_model_io reads it). Unlike a
+The folder is a reward model saved by the `reward_model` stage (r1lab.rewards.reward_model_io reads it), or a
+generative verifier (a causal LM with generative_verifier.json: r1lab.rewards.verifier_model scores it as
+P(correct) at its verdict line; its only option is batch_size). Unlike a
 verifiable reward it is not run per sample in the reward worker process: the model is loaded once per runner
 (once per stage), kept in this process and scored batched (`kwargs: {batch_size: N}`), on the policy's device
 once the stage calls `RewardRunner.place(device)`. A reward model whose tokenizer differs from the policy's is
@@ -22,6 +24,7 @@ import torch
 
 from r1lab.config import RewardSpec
 from r1lab.errors import UserError
+from r1lab.rewards.verifier import MARKER
 
 PREFIX = "model:"
 OPTIONS = {"batch_size", "sigmoid"}
@@ -57,7 +60,7 @@ class LearnedReward:
         return torch.tensor(values).sigmoid().tolist() if self.sigmoid else values
 
 
-def load_learned(spec: RewardSpec) -> tuple[LearnedReward, str]:
+def load_learned(spec: RewardSpec) -> tuple[Any, str]:
     """The reward model of a `model:PATH` spec (loaded now: a bad folder fails before training) and its label."""
     name = spec.name.strip()
     where = f"rewards: name={name!r}"
@@ -81,6 +84,13 @@ def load_learned(spec: RewardSpec) -> tuple[LearnedReward, str]:
             where=f"{where}, timeout",
             fix="remove timeout from this reward",
         )
+    # label for logs: the folder's name, or its parent's for a stage's final/ (model:runs/x/rm/final -> model:rm)
+    folder = path.resolve()
+    label = PREFIX + (folder.parent.name if folder.name == "final" else folder.name)
+    if (path / MARKER).is_file():  # a generative verifier (rewards/verifier_model.py)
+        from r1lab.rewards.verifier_model import load_verifier
+
+        return load_verifier(path, dict(spec.kwargs), name), label
     unknown = sorted(set(spec.kwargs) - OPTIONS)
     if unknown:
         raise UserError(
@@ -95,9 +105,6 @@ def load_learned(spec: RewardSpec) -> tuple[LearnedReward, str]:
             where=f"{where}, kwargs.batch_size",
             fix="a positive integer (completions per reward-model forward), e.g. 16",
         )
-    # label for logs: the folder's name, or its parent's for a stage's final/ (model:runs/x/rm/final -> model:rm)
-    folder = path.resolve()
-    label = PREFIX + (folder.parent.name if folder.name == "final" else folder.name)
     sigmoid = spec.kwargs.get("sigmoid", True)
     if not isinstance(sigmoid, bool):
         raise UserError(

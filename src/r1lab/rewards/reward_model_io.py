@@ -73,6 +73,9 @@ def describe(folder: Path) -> str:
         return "is a GGUF file, not a reward model" if folder.suffix == ".gguf" else "is a file, not a folder"
     if (folder / "final" / MARKER).is_file():
         return "is a run folder, not a reward model (its reward model is in final/)"
+    if (folder / "generative_verifier.json").is_file():
+        return ("is a generative verifier (a causal LM that writes a verdict), not a reward model; use it as a "
+                "reward with rewards: [{name: model:PATH}]")  # fmt: skip
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
         return f"is a LoRA adapter (of {base}), not a reward model"
@@ -81,7 +84,8 @@ def describe(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     arch = (config.get("architectures") or [config.get("model_type", "unknown")])[0]
     if arch.endswith("ForCausalLM"):
-        return f"is a causal LM ({arch}), not a reward model; train one with kind: reward_model"
+        return (f"is a causal LM ({arch}), not a reward model; train one with kind: reward_model, or a generative "
+                "verifier from r1lab data verifier-sft rows")  # fmt: skip
     return f"is a {arch} model, not a one-label reward model"
 
 

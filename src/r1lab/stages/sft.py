@@ -186,6 +186,9 @@ def run_sft(cfg: SFTConfig) -> Path:
     merge = cfg.model.lora is not None and cfg.model.lora.merge_on_save
     final = save_final(accelerator, model, files, out, merge_lora=merge)
     if main:
+        from r1lab.rewards.verifier import carry_marker
+
+        carry_marker(final, data_path=cfg.data.path, model_path=cfg.model.path)  # a generative verifier's
         write_state(out, "complete", step=step, total_steps=total, final=str(final))
     return final
 

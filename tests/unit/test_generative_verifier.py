@@ -1,0 +1,168 @@
+"""Generative verifiers: judge rows labelled by a verifier, the verdict line and its reward, the marker carried
+by SFT, and a verifier folder scored as a `model:` reward (P(correct) at the verdict)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from r1lab.cli import app
+from r1lab.config import RewardSpec, SFTConfig, validate
+from r1lab.errors import UserError
+from r1lab.rewards import RewardRunner, load_reward
+from r1lab.rewards.verifier import (
+    MARKER,
+    judge_prompt,
+    judgement,
+    label_value,
+    parse_verdict,
+    sidecar,
+    verdict_reward,
+)
+from r1lab.rewards.verifier_model import GenerativeVerifierReward
+from r1lab.stages.sft import run_sft
+from r1lab.stages.verifier_data import VerifierDataOptions, make_verifier_data
+
+PROBLEM = "What is 2 + 3?"
+RIGHT, WRONG = "2 + 3 = 5\nAnswer: 5", "2 + 3 = 6\nAnswer: 6"
+
+
+def samples_file(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text(
+        "".join(json.dumps({"prompt": PROBLEM, "completion": c, "answer": a}) + "\n" for c, a in rows)
+    )
+    return path
+
+
+def test_verdict_parser_and_reward():
+    assert parse_verdict("The answer is 5.\nVerdict: correct") is True
+    assert parse_verdict("Verdict: correct\n**Verdict:** Incorrect.") is False  # the last line counts
+    assert parse_verdict("verdict: incorrectly") is None and parse_verdict("looks right") is None
+    assert verdict_reward("x\nVerdict: correct", label="correct") == 1.0
+    assert verdict_reward("x\nVerdict: correct", label=0) == 0.0
+    assert verdict_reward("no verdict", label="incorrect") == 0.0
+    assert label_value(True) and not label_value("Incorrect")
+    with pytest.raises(ValueError, match="'maybe' is not 'correct'"):
+        label_value("maybe")
+
+
+def test_rows_and_labels_from_a_samples_file(tmp_path):
+    src = samples_file(
+        tmp_path / "s.jsonl", [(RIGHT, 5), (WRONG, 5), (RIGHT, 5), ("2+3\nAnswer: 5", 5), ("", 5)]
+    )
+    out = tmp_path / "judge.jsonl"
+    counts = make_verifier_data(VerifierDataOptions(out=out, samples=str(src), rewards=["arithmetic"]))
+    assert counts == {"candidates": 5, "unique": 3, "correct": 2, "incorrect": 1, "rows": 3, "rows_correct": 2,
+                      "rows_incorrect": 1}  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["correct", "incorrect", "correct"]
+    assert rows[1]["prompt"] == judge_prompt(PROBLEM, WRONG) and WRONG in rows[1]["prompt"]
+    assert rows[1]["completion"] == "The candidate's final answer is 6.\nVerdict: incorrect"
+    assert rows[0]["provenance"] == {"model": None, "sampling": None, "rewards": ["arithmetic"],
+                                     "source": str(src), "problem": 0, "sample": "s.jsonl:1", "score": 1.0}  # fmt: skip
+    assert json.loads(sidecar(out).read_text())["kind"] == "generative_verifier"
+    balanced = make_verifier_data(
+        VerifierDataOptions(out=out, samples=str(src), rewards=["arithmetic"], balance=True)
+    )
+    assert (balanced["rows_correct"], balanced["rows_incorrect"]) == (1, 1)
+
+
+def test_cli_labels_a_samples_file(tmp_path):
+    src = samples_file(tmp_path / "s.jsonl", [(RIGHT, 5), (WRONG, 5), ("2+3\nAnswer: 5", 5)])
+    out = tmp_path / "judge.jsonl"
+    args = [
+        "data",
+        "verifier-sft",
+        "--from",
+        str(src),
+        "--reward",
+        "arithmetic",
+        "--out",
+        str(out),
+        "--balance",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 judge rows (1 correct, 1 incorrect)" in " ".join(result.output.split())
+    assert sorted(json.loads(line)["label"] for line in out.read_text().splitlines()) == [
+        "correct",
+        "incorrect",
+    ]
+
+
+def test_one_class_is_refused_with_counts(tmp_path):
+    src = samples_file(tmp_path / "s.jsonl", [(RIGHT, 5), (RIGHT + " ", 5), ("5\nAnswer: 5", 5)])
+    with pytest.raises(UserError, match="labelled 2 of 2 distinct candidates correct and 0 incorrect"):
+        make_verifier_data(
+            VerifierDataOptions(out=tmp_path / "o.jsonl", samples=str(src), rewards=["arithmetic"])
+        )
+    assert not (tmp_path / "o.jsonl").exists()
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
+    with pytest.raises(UserError, match="completion") as e:
+        make_verifier_data(VerifierDataOptions(out=tmp_path / "o.jsonl", samples=str(tmp_path / "bad.jsonl"),
+                                               rewards=["arithmetic"]))  # fmt: skip
+    assert e.value.where.endswith("bad.jsonl:1")
+
+
+def test_sampled_from_a_model_never_right_is_refused(tmp_path, tiny_model_dir):
+    """The sampling path (the eval runner's rows): a random tiny model solves nothing, so one class only."""
+    opts = VerifierDataOptions(out=tmp_path / "o.jsonl", model=str(tiny_model_dir), task="addition", limit=2, n=2,
+                               max_new_tokens=4)  # fmt: skip
+    with pytest.raises(UserError, match=r"labelled 0 of \d+ distinct candidates correct .*\(6 drawn\)"):
+        make_verifier_data(opts)
+
+
+def verifier_folder(tmp_path: Path, tiny_model_dir: Path, steps: int) -> tuple[Path, Path]:
+    """An SFT stage on judge rows that all say `correct` for PROBLEM / RIGHT: returns (final/, data file)."""
+    data = tmp_path / "judge.jsonl"
+    row = {"prompt": judge_prompt(PROBLEM, RIGHT), "completion": judgement(RIGHT, True), "label": "correct"}
+    data.write_text((json.dumps(row) + "\n") * 4)
+    sidecar(data).write_text(json.dumps({"kind": "generative_verifier", "system_prompt": None}))
+    cfg = validate(SFTConfig, {
+        "model": {"path": str(tiny_model_dir)}, "data": {"path": str(data), "max_length": 256},
+        "optim": {"lr": 1e-2, "warmup_steps": 0, "scheduler": "constant"}, "train": {"output_dir": str(tmp_path / "v"), "batch_size": 4,
+                                                            "max_steps": steps}})  # fmt: skip
+    return run_sft(cfg), data
+
+
+def test_sft_marks_a_verifier_and_the_reward_learns_correct(tmp_path, tiny_model_dir):
+    final, _ = verifier_folder(tmp_path, tiny_model_dir, steps=40)
+    assert json.loads((final / MARKER).read_text())["kind"] == "generative_verifier"
+    untrained = tmp_path / "untrained"
+    shutil.copytree(tiny_model_dir, untrained)
+    shutil.copy(final / MARKER, untrained / MARKER)
+    before = GenerativeVerifierReward(untrained)([RIGHT], prompts=[PROBLEM])[0]
+    loaded = load_reward(RewardSpec(name=f"model:{final}", kwargs={"batch_size": 2}))  # the registry path
+    assert isinstance(loaded.fn, GenerativeVerifierReward) and loaded.label == "model:v"
+    after = loaded.fn([RIGHT, RIGHT, WRONG], prompts=[PROBLEM] * 3)
+    assert after[0] > 0.9 and after[0] > before + 0.3
+    assert after[0] == pytest.approx(after[1], abs=1e-5)  # batched: the same in any row
+    with RewardRunner(
+        [RewardSpec(name=f"model:{final}", weight=0.5), RewardSpec(name="arithmetic")]
+    ) as runner:
+        scored = runner.score([RIGHT], [PROBLEM], [{"answer": 5}])  # mixed by weight with the verifier
+    assert scored.total[0].item() == pytest.approx(0.5 * after[0] + 1.0, abs=1e-5)
+
+
+def test_bad_verifier_folders(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match=r"is a causal LM .*verifier-sft"):
+        load_reward(RewardSpec(name=f"model:{tiny_model_dir}"))
+    marked = tmp_path / "marked"
+    shutil.copytree(tiny_model_dir, marked)
+    (marked / MARKER).write_text(json.dumps({"kind": "generative_verifier"}))
+    with pytest.raises(UserError, match="no option 'sigmoid'"):
+        load_reward(RewardSpec(name=f"model:{marked}", kwargs={"sigmoid": False}))
+    # a tokenizer with "Verdict: correct" as one token merges the verdict word with its prefix
+    tokenizer = AutoTokenizer.from_pretrained(marked)
+    tokenizer.add_tokens(["Verdict: correct"])
+    model = AutoModelForCausalLM.from_pretrained(marked)
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(marked)
+    tokenizer.save_pretrained(marked)
+    with pytest.raises(UserError, match="split ambiguously: the verdict word is merged"):
+        load_reward(RewardSpec(name=f"model:{marked}"))
