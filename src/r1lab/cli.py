@@ -269,7 +269,7 @@ def data_pairs(
     batch_size: Annotated[int, typer.Option(help="prompts per generate call")] = 16,
     seed: int = 0,
     pairs_per_prompt: Annotated[int, typer.Option(help="most (correct, incorrect) pairs per prompt")] = 1,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
     per_step: Annotated[
         bool, typer.Option(help="cut each rejected sample after the step where its success rate collapses")
     ] = False,
@@ -314,7 +314,7 @@ def data_prm_labels(
     max_new_tokens: int = 256,
     batch_size: Annotated[int, typer.Option(help="prompts per generate call")] = 16,
     seed: int = 0,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
 ) -> None:
     """Process reward model data: sample N completions per prompt and label each step good (1) when one of M
     continuations from it reaches a correct answer (Math-Shepherd); rows {prompt, steps, labels, values}."""
@@ -390,7 +390,7 @@ def data_distill(
     temperature: float = 0.7,
     max_new_tokens: int = 256,
     batch_size: int = 8,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
 ) -> None:
     """Self-sampled SFT data: k samples per prompt, keep the verified-correct ones (deduplicated, at most m per
     prompt) with their provenance; stops with an error when nothing verifies."""
@@ -508,9 +508,7 @@ def eval_cmd(
             help="map a column as NAME=COLUMN, as data.columns does (repeatable), e.g. --columns prompt=question"
         ),
     ] = None,
-    engine: Annotated[
-        str, typer.Option(help="generation engine: hf (r1lab's own) or vllm (installed)")
-    ] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
     backend: Annotated[
         str, typer.Option(help="r1lab, or lm_eval: EleutherAI's lm-eval on the same prompts (greedy)")
     ] = "r1lab",

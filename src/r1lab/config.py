@@ -203,7 +203,7 @@ class RolloutConfig(Strict):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, validate_by_name=True, serialize_by_alias=True
     )
-    engine: Literal["hf", "vllm"] = "hf"
+    engine: Literal["auto", "hf", "vllm"] = "hf"  # auto: r1lab.rollout.engine_choice
     n: int = Field(8, ge=2)  # completions per prompt (the group size G)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -446,8 +446,9 @@ class RLConfig(TrainingStage):
         # the HF engine without async samples with the trainer's own current weights: every weight would be 1
         if self.algorithm.rollout_correction is not None and not sampler_differs(self):
             raise ValueError(
-                "algorithm.rollout_correction is set, but rollout.engine is hf without rollout.async: the "
-                "sampler is the trainer itself (same weights, same forward), so every importance weight is 1; "
+                f"algorithm.rollout_correction is set, but rollout.engine is {self.rollout.engine}"
+                f"{' (it may fall back to hf)' if self.rollout.engine == 'auto' else ''} without rollout.async: "
+                "the sampler is the trainer itself (same weights, same forward), so every importance weight is 1; "
                 "remove it, or set rollout.engine: vllm or rollout.async: true"
             )
         return self
@@ -516,7 +517,7 @@ class PairsConfig(Strict):
 def sampler_differs(cfg: RLConfig) -> bool:
     """True when the rollouts' log-probs are not the trainer's current ones: an engine with its own weights
     (vLLM) or one-step off-policy rollouts (rollout.async). Then pi_old can be recomputed and corrected."""
-    return cfg.rollout.engine != "hf" or cfg.rollout.async_
+    return cfg.rollout.engine == "vllm" or cfg.rollout.async_
 
 
 class DPOConfig(TrainingStage):
@@ -591,7 +592,7 @@ class EvalConfig(Strict):
     system_prompt: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # weights while generating
     columns: dict[str, str] = {}  # as data.columns: r1lab name -> column in the data, e.g. {prompt: question}
-    engine: Literal["hf", "vllm"] = "hf"  # generation engine (rollout.engine's choices)
+    engine: Literal["auto", "hf", "vllm"] = "hf"  # generation engine (rollout.engine's choices)
 
     @model_validator(mode="after")
     def _task_or_data(self) -> EvalConfig:

@@ -13,6 +13,7 @@ import torch
 
 from r1lab.config import RolloutConfig
 from r1lab.errors import UserError
+from r1lab.rollout.engine_choice import resolve_engine
 from r1lab.rollout.hf import HFEngine
 from r1lab.rollout.sampling import sample_next
 from r1lab.rollout.types import RolloutEngine, Rollouts, SamplingParams, TrainingRows, training_rows
@@ -30,7 +31,9 @@ __all__ = [
 
 
 def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer, *, seed: int = 0) -> RolloutEngine:
-    """The engine `cfg.engine` names, generating with `model`'s current weights."""
+    """The engine `cfg.engine` names (auto: see r1lab.rollout.engine_choice), generating with `model`'s current
+    weights."""
+    cfg = resolve_engine(cfg, model)
     if cfg.engine == "hf":
         return HFEngine(model, tokenizer, batch_size=cfg.batch_size, seed=seed)
     if cfg.engine == "vllm":
@@ -51,5 +54,5 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer, *, seed: 
 
         return VLLMEngine(cfg, model, tokenizer, seed=seed)
     raise UserError(
-        f"unknown rollout engine {cfg.engine!r}", where="rollout.engine", fix="use 'hf' or 'vllm'"
+        f"unknown rollout engine {cfg.engine!r}", where="rollout.engine", fix="use 'auto', 'hf' or 'vllm'"
     )

@@ -88,6 +88,7 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     from r1lab.models import load_model
     from r1lab.rewards.verifier import carry_marker
     from r1lab.rollout import make_engine
+    from r1lab.rollout.engine_choice import resolve_engine
     from r1lab.training.accel import build_accelerator, prepare_model, seed_everything
     from r1lab.training.checkpoint import DiskFull, save_checkpoint, save_final
     from r1lab.training.data_order import EpochOrder
@@ -105,6 +106,9 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     resume_from = resume_point(cfg.train, out)  # a folder holding an earlier run is refused before any work
     read = read_prompt_data(cfg.data, seed=cfg.train.seed)  # a data mistake shows before any model loads
     model, tokenizer = load_model(cfg.model, trainable=True)
+    # engine: auto becomes hf or vllm here, before the checks read it
+    rollout = resolve_engine(cfg.rollout, model, training=True, sharded=cfg.train.distributed == "fsdp2")
+    cfg = cfg.model_copy(update={"rollout": rollout})
     prompts = check_before_rollout(cfg, runner, tokenizer, model, read=read)
 
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * len(prompts) / cfg.prompts_per_step)

@@ -29,7 +29,7 @@ def check_tool_config(cfg: RLConfig) -> None:
     """Combinations the episode rollout does not support, refused before anything loads."""
     if not cfg.rollout.tools:
         return
-    if cfg.rollout.engine != "hf":
+    if cfg.rollout.engine == "vllm":  # auto picks hf for tool episodes
         raise UserError(
             f"rollout.tools with rollout.engine {cfg.rollout.engine!r}: multi-turn tool episodes are only "
             "supported (and tested) with the hf engine so far",

@@ -71,7 +71,7 @@ def check_shardable(model: torch.nn.Module) -> None:
 def check_rl_shardable(cfg: Any) -> None:
     """Refuse the RL settings that need the whole weights outside `full_weights`: an engine with its own copy
     (vLLM is sent the weights after each update) and asynchronous rollouts (generation during the update)."""
-    if cfg.rollout.engine != "hf" or getattr(cfg.rollout, "async_", False):
+    if cfg.rollout.engine == "vllm" or getattr(cfg.rollout, "async_", False):  # auto was resolved to hf
         raise UserError(
             "train.distributed: fsdp2 generates with the training model itself (its shards gathered for the "
             "rollout); rollout.engine: vllm and rollout.async need the whole weights sent elsewhere",
