@@ -221,6 +221,19 @@ def models_info(model: str) -> None:
         Console().print(f"[bold]{key}[/bold]: {value}")
 
 
+def _task_options(option: list[str] | None) -> dict:
+    """--option key=value items as task knobs (values read as YAML: 4 is an int)."""
+    import yaml
+
+    options = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {item!r} is not key=value", fix="e.g. --option digits=4")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 @data_app.command("make")
 def data_make(
     task: str,
@@ -235,18 +248,10 @@ def data_make(
     ] = None,
 ) -> None:
     """Write a built-in task's problems (prompt, answer, step-by-step completion) as JSONL to see and edit."""
-    import yaml
-
     from r1lab.tasks import get_task
     from r1lab.tasks.visual import write_task_file
 
-    options = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--option {item!r} is not key=value", fix="e.g. --option digits=4")
-        options[key.strip()] = yaml.safe_load(value)
-    records = get_task(task).generate(n, seed=seed, split=split, **options)
+    records = get_task(task).generate(n, seed=seed, split=split, **_task_options(option))
     path = out or Path(f"{task}-{split}.jsonl")
     write_task_file(path, records)  # a visual task's images go to images/ beside the file
     console.print(f"[green]wrote[/green] {len(records)} {task} problems ({split}) to {path}")
@@ -349,11 +354,13 @@ def data_tasks() -> None:
 @data_app.command("select")
 def data_select(
     pool: Annotated[str, typer.Argument(help="the pool: a .jsonl/.json/.parquet/.csv file or folder")],
-    method: Annotated[str, typer.Option(help="random | fit (GRAPE) | pass_rate (RL prompts) | diversity")],
+    method: Annotated[str, typer.Option(help="random | fit | pass_rate | diversity | curation | indicators")],
     k: Annotated[int, typer.Option("--k", min=1, help="records to keep")],
     out: Annotated[Path, typer.Option(help="where to write the kept records (JSONL, pool order)")],
     model: Annotated[str | None, typer.Option(help="the target model (fit, pass_rate)")] = None,
-    task: Annotated[str | None, typer.Option(help="pass_rate: score samples with this task's reward")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="verify (samples or given responses) with its reward")
+    ] = None,
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help="pass_rate: reward (repeatable)")
     ] = None,
@@ -362,17 +369,77 @@ def data_select(
     max_new_tokens: int = 256,
     batch_size: int = 8,
     seed: int = 0,
+    probe: Annotated[
+        str | None, typer.Option(help="indicators: held-out SFT file to fit the rule to")
+    ] = None,
+    probe_size: Annotated[int, typer.Option(help="indicators: pool records probed with one SGD step")] = 32,
+    probe_lr: Annotated[float, typer.Option(help="indicators: that step's learning rate")] = 1e-3,
+    neighbours: Annotated[int, typer.Option(help="indicators: k of the kNN-distance indicator")] = 5,
 ) -> None:
     """Select K records of a pool: random (seeded baseline), fit (per instruction the response the model finds
     likeliest), pass_rate (drop prompts the model always or never solves; pass rates go into the file),
-    diversity (k-means on the model's mean hidden states, evenly across clusters)."""
+    diversity (k-means on the model's mean hidden states, evenly across clusters), curation (drop responses the
+    verifier fails, then the model's least confident), indicators (InstructMining: a linear rule on length,
+    perplexity, kNN distance and reward, fitted to the one-step loss change on --probe)."""
     import r1lab.stages.select  # noqa: F401  (registers the model-based selectors)
     from r1lab.data.select import SelectOptions, select_file
 
     options = SelectOptions(k=k, source=pool, seed=seed, model=model, task=task, rewards=reward or [], n=n,
-                            temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size)  # fmt: skip
+                            temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            probe=probe, probe_size=probe_size, probe_lr=probe_lr, neighbours=neighbours)  # fmt: skip
     summary = select_file(pool, method, options, out)
     console.print(f"[green]wrote[/green] {summary['kept']} of {summary['pool']} records ({method}) to {out}")
+
+
+@data_app.command("noisy-pool")
+def data_noisy_pool(
+    task: Annotated[str, typer.Option(help="a built-in task with a verifier, e.g. countdown")],
+    out: Annotated[Path, typer.Option(help="the SFT pool to write (JSONL, each row with an id)")],
+    labels: Annotated[Path, typer.Option(help="the noise labels (id, noise kind), kept aside")],
+    size: Annotated[int, typer.Option(min=1, help="rows in the pool")] = 1000,
+    wrong: Annotated[float, typer.Option(help="share with a wrong answer the verifier fails")] = 0.2,
+    truncated: Annotated[float, typer.Option(help="share cut before the answer line")] = 0.1,
+    near_duplicates: Annotated[float, typer.Option(help="share that copies another clean row lightly")] = 0.1,
+    off_format: Annotated[float, typer.Option(help="share with the right answer off the Answer: line")] = 0.1,
+    seed: int = 0,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="a task knob as key=value, e.g. -o count=4")
+    ] = None,
+) -> None:
+    """A pool where selection can matter: the task's written solutions with a controlled share of wrong,
+    truncated, near-duplicate and off-format rows; the labels go to a separate file for select-report."""
+    from r1lab.stages.noisy_pool import build_noisy_pool
+
+    shares = dict(wrong=wrong, truncated=truncated, near_duplicate=near_duplicates, off_format=off_format)
+    summary = build_noisy_pool(task, size, shares, out, labels, seed=seed, options=_task_options(option))
+    counts = ", ".join(f"{n} {kind}" for kind, n in summary["counts"].items())
+    console.print(f"[green]wrote[/green] {size} {task} rows ({counts}) to {out}, their labels to {labels}")
+
+
+@data_app.command("select-report")
+def data_select_report(
+    selections: Annotated[list[str], typer.Argument(help="files written by r1lab data select from the pool")],
+    labels: Annotated[str, typer.Option(help="the labels file of r1lab data noisy-pool")],
+    out: Annotated[Path | None, typer.Option(help="also write the rows as JSON here")] = None,
+) -> None:
+    """Each selection's precision and recall at excluding the pool's noise (overall and per kind)."""
+    import json
+
+    from rich.table import Table
+
+    from r1lab.data.select_report import noise_report
+
+    rows = noise_report(labels, selections)
+    kinds = sorted({k for row in rows for k in row["recall_by_kind"]})
+    table = Table("selection", "kept", "excluded", "precision", "recall", *(f"recall {k}" for k in kinds))
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for row in rows:
+        by_kind = [fmt(row["recall_by_kind"].get(k)) for k in kinds]
+        table.add_row(row["selection"], str(row["kept"]), str(row["excluded"]),
+                      fmt(row["precision"]), fmt(row["recall"]), *by_kind)  # fmt: skip
+    Console().print(table)
+    if out:
+        out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 @data_app.command("distill")

@@ -1,6 +1,7 @@
 """Data selection (`r1lab data select IN --method M --k K`): a registry of selectors, each picking K records of a
 pool file. The pure ones live here (`random`); the ones that need the target model, a rollout or a reward
-(`fit`, `pass_rate`) are registered by `r1lab.stages.select`, which the CLI imports.
+(`fit`, `pass_rate`, `diversity`; `curation`, `indicators`) are registered by `r1lab.stages.select`, which the
+CLI imports.
 
 A selector gets the pool's records (in file order) and the options, and returns (record index, record) pairs
 of what it keeps; a record may gain fields saying why (`pass_rate`, `fit_logprob`). The output keeps file order.
@@ -37,6 +38,10 @@ class SelectOptions:
     temperature: float = 1.0
     max_new_tokens: int = 256
     batch_size: int = 8
+    probe: str | None = None  # indicators: the held-out SFT file whose loss the indicators are fitted to
+    probe_size: int = 32  # indicators: pool records whose one-step effect on the probe loss is measured
+    probe_lr: float = 1e-3  # indicators: the SGD step size of that measurement
+    neighbours: int = 5  # indicators: k of the kNN-distance indicator
 
 
 Selector = Callable[[list[dict[str, Any]], SelectOptions], Picked]

@@ -12,6 +12,7 @@
 - `diversity` (Diversify and Conquer): embed each record as the target model's mean last hidden state over its
   text, k-means (scikit-learn; min(64, K) clusters as the paper's K = 64, seeded), then take records round-robin
   across the clusters (each cluster in a seeded random order) until K. Cost: one forward per record + k-means.
+- `curation` (CLEAR) and `indicators` (InstructMining): in select_curation.py and select_indicators.py.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ from typing import Any
 
 import torch
 
-from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec
+from r1lab.config import DataConfig, EvalConfig, ModelConfig
 from r1lab.data import build_prompt_dataset, read_sft_data, tokenize_conversation
 from r1lab.data.select import SELECTORS, Picked, SelectOptions, need_model
 from r1lab.errors import UserError
 from r1lab.eval.runner import generate_and_score
 from r1lab.models import load_model, load_tokenizer
 from r1lab.rewards import RewardRunner
+from r1lab.stages import select_curation, select_indicators  # noqa: F401  (register them)
+from r1lab.stages.select_signals import WHOLE, reward_specs, target_logprob
 from r1lab.tasks import get_task
 from r1lab.training.tracking import console
-
-WHOLE = 1 << 20  # max_length for reading a pool: selection never drops or cuts a record for its length
 
 
 @SELECTORS.register("fit")
@@ -74,20 +75,16 @@ def select_fit(records: list[dict[str, Any]], options: SelectOptions) -> Picked:
 @torch.no_grad()
 def mean_logprob(model: Any, ids: list[int], labels: list[int]) -> float:
     """Mean log-probability of the target tokens (labels != -100) of one tokenised conversation."""
-    logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1]
-    targets = torch.tensor(labels[1:], device=logits.device)
-    keep = targets != -100
-    if not keep.any():
-        return float("-inf")  # the response was cut away entirely: it cannot fit
-    logp = torch.log_softmax(logits[keep].float(), dim=-1).gather(1, targets[keep][:, None])
-    return logp.mean().item()
+    logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
+    total, n = target_logprob(logits, labels)
+    return total.item() / n if n else float("-inf")  # a response cut away entirely cannot fit
 
 
 @SELECTORS.register("pass_rate")
 def select_pass_rate(records: list[dict[str, Any]], options: SelectOptions) -> Picked:
     path = need_model(options, "pass_rate")
     task = get_task(options.task) if options.task else None
-    specs = [RewardSpec(name=r) for r in options.rewards] or ([RewardSpec(name=task.reward)] if task else [])
+    specs = reward_specs(options)
     if not specs:
         raise UserError(
             "selection 'pass_rate' scores samples with a reward",
