@@ -19,5 +19,6 @@ from r1lab.rewards.runner import RewardBatch, RewardRunner
 # The built-in tasks' rewards (written with r1lab.tasks) register themselves on import.
 if importlib.util.find_spec("r1lab.rewards.tasks") is not None:
     importlib.import_module("r1lab.rewards.tasks")
+importlib.import_module("r1lab.rewards.difficulty")  # `difficulty_weighted`: scales another registered reward
 
 __all__ = ["REWARDS", "LoadedReward", "RewardBatch", "RewardRunner", "load_reward", "reward"]

@@ -1,7 +1,8 @@
 """Rewards of the built-in tasks (r1lab.tasks): all read the shared final line `Answer: <x>`.
 
-`arithmetic` exact integer, `countdown` a checked expression (parsed with ast, never eval'd), `ordering` partial
-credit per position, `answer_format` whether the completion ends in an answer line.
+`arithmetic` exact integer, `countdown` a checked expression (parsed with ast, never eval'd), `countdown_partial`
+the same with dense partial credit (curricula), `ordering` partial credit per position, `answer_format` whether
+the completion ends in an answer line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import Any
 
+from r1lab.errors import UserError
 from r1lab.rewards.registry import reward
 from r1lab.tasks.base import extract_answer, has_answer_line
 
@@ -87,6 +89,56 @@ def countdown_reward(completion: str, *, numbers: Any, target: Any, **_: Any) ->
     if Counter(used) - Counter(_ints(numbers)):  # a number not given, or used more often than given
         return 0.0
     return float(total == int(target))
+
+
+def _check_partial(kwargs: dict[str, Any]) -> None:
+    credit, near = kwargs.get("format_credit", 0.1), kwargs.get("near_credit", 0.5)
+    for key, value in (("format_credit", credit), ("near_credit", near)):
+        if not isinstance(value, int | float) or not 0 <= value < 1:
+            raise UserError(
+                f"countdown_partial: {key} must be a number in [0, 1), got {value!r}",
+                where=f"rewards[].kwargs.{key}",
+                fix="a wrong answer must earn less than a right one (1.0), e.g. format_credit: 0.1, near_credit: 0.5",
+            )
+    if near < credit:
+        raise UserError(
+            f"countdown_partial: near_credit ({near}) is below format_credit ({credit})",
+            where="rewards[].kwargs.near_credit",
+            fix="a valid expression must earn at least what an answer line alone does",
+        )
+
+
+@reward(
+    "countdown_partial",
+    columns=("numbers", "target"),
+    correctness=True,
+    check=_check_partial,
+    parses=has_answer,
+)
+def countdown_partial_reward(
+    completion: str,
+    *,
+    numbers: Any,
+    target: Any,
+    format_credit: float = 0.1,
+    near_credit: float = 0.5,
+    **_: Any,
+) -> float:
+    """Dense partial credit for Countdown: 1.0 for a right expression (as `countdown`); a valid expression of the
+    given numbers that misses earns format_credit + (near_credit - format_credit) * max(0, 1 - |value - target| /
+    target), so nearer is better but below near_credit; an answer line that is no valid expression (a number
+    not given or reused, not parseable) earns format_credit; no answer line 0.0."""
+    found = extract_answer(completion)
+    if found is None:
+        return 0.0
+    result = evaluate_expression(found.split("=")[0].strip())
+    if result is None or Counter(result[1]) - Counter(_ints(numbers)):
+        return float(format_credit)
+    goal = int(target)
+    if result[0] == goal:
+        return 1.0
+    closeness = max(Fraction(0), 1 - abs(result[0] - goal) / max(abs(goal), 1))
+    return float(format_credit + (near_credit - format_credit) * closeness)
 
 
 @reward("ordering", columns=("answer",), correctness=True, parses=has_answer)
