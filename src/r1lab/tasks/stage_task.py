@@ -70,7 +70,9 @@ def stage_train_file(task_cfg: TaskDataConfig, data_dir: Path, where: str) -> Pa
                 task_cfg.train_size, seed=task_cfg.seed, split="train", **task_cfg.options
             )
         except UserError as e:
-            raise UserError(e.what, where=f"{where}: task", fix=e.fix) from None
+            raise UserError(
+                e.what, where=f"{where}: task", fix=f"{e.fix}; or a smaller task.train_size for this stage"
+            ) from None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "task.json").write_text(json.dumps(spec, indent=2) + "\n")
         write_task_file(path, records)  # last: its presence means the folder is complete
