@@ -109,3 +109,18 @@ def test_eval_engine_auto_generates_with_hf(tiny_model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "auto -> hf" in result.output
     assert json.loads((out / "results.json").read_text())["num_problems"] == 2
+
+
+@pytest.mark.skipif(not NO_VLLM, reason="vllm is installed here")
+def test_distill_with_auto_records_the_engine_that_ran(tmp_path, tiny_model_dir):
+    from r1lab.data.jsonl import write_jsonl
+    from r1lab.stages.distill import DistillOptions, distill
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Write about {w}.", "answer": w} for w in "ab"])
+    rewards = tmp_path / "checks.py"
+    rewards.write_text("def anything(completion, **columns):\n    return 1.0\n")
+    opts = DistillOptions(model=str(tiny_model_dir), out=tmp_path / "sft.jsonl", data=str(prompts),
+                          rewards=[f"{rewards}:anything"], k=2, m=1, max_new_tokens=4, engine="auto")  # fmt: skip
+    distill(opts)
+    rows = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert rows and {r["provenance"]["engine"] for r in rows} == {"hf"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec
+from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec, RolloutConfig
 from r1lab.data import build_prompt_dataset, write_jsonl
 from r1lab.errors import UserError
 from r1lab.eval.runner import generate_and_score
@@ -51,6 +51,8 @@ def normalised(text: str) -> str:
 
 def distill(opts: DistillOptions) -> dict[str, Any]:
     """Sample, verify, deduplicate and write; returns the counts."""
+    from r1lab.rollout.engine_choice import resolve_engine
+
     if not opts.task and not opts.data:
         raise UserError("distill needs prompts", where="--task / --data", fix="give --task T or --data FILE")
     task = get_task(opts.task) if opts.task else None
@@ -58,9 +60,9 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     if not specs:
         raise UserError("distill on a data file needs a reward to verify with", where="--reward",
                         fix="name one, e.g. --reward math")  # fmt: skip
-    if opts.engine not in ("hf", "vllm"):
+    if opts.engine not in ("hf", "vllm", "auto"):
         raise UserError(
-            f"unknown engine {opts.engine!r}", where="r1lab data distill --engine", fix="hf or vllm"
+            f"unknown engine {opts.engine!r}", where="r1lab data distill --engine", fix="hf, vllm or auto"
         )
     model_cfg = ModelConfig(path=opts.model)
     tokenizer = load_tokenizer(model_cfg)
@@ -71,17 +73,18 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
         system = task.system_prompt if task else None
         data = DataConfig(path=source, shuffle=False, max_length=1 << 20, system_prompt=system)
         prompts = list(build_prompt_dataset(data, tokenizer))
-    cfg = EvalConfig(
-        data=source, n=opts.k, k=[1], temperature=opts.temperature, max_new_tokens=opts.max_new_tokens,
-        batch_size=opts.batch_size, engine=opts.engine,
-    )  # fmt: skip
     with RewardRunner(specs) as rewards:
         rewards.check_columns(set.intersection(*(set(p.columns) for p in prompts)))
         model, tokenizer = load_model(model_cfg, trainable=False)
+        engine = resolve_engine(RolloutConfig(engine=opts.engine), model).engine  # type: ignore[arg-type]
+        cfg = EvalConfig(
+            data=source, n=opts.k, k=[1], temperature=opts.temperature, max_new_tokens=opts.max_new_tokens,
+            batch_size=opts.batch_size, engine=engine,
+        )  # fmt: skip
         rows = generate_and_score(model, tokenizer, prompts, cfg, rewards)
     provenance = {
         "model": opts.model,
-        "engine": opts.engine,
+        "engine": engine,  # the one that ran (auto resolved)
         "temperature": opts.temperature,
         "max_new_tokens": opts.max_new_tokens,
         "k": opts.k,

@@ -65,6 +65,7 @@ def make_pairs(
     from r1lab.models import load_model
     from r1lab.rewards import RewardRunner
     from r1lab.rollout import SamplingParams, make_engine
+    from r1lab.rollout.engine_choice import resolve_engine
     from r1lab.tasks import get_task
 
     if (task is None) == (data is None):
@@ -76,9 +77,9 @@ def make_pairs(
     if sampling.n < 2 and chosen != "solution":  # a written solution needs only an incorrect sample
         raise UserError("--n must be at least 2 to find both a correct and an incorrect sample", where="--n")
     check_step_options(sampling.per_step)
-    if sampling.engine not in ("hf", "vllm"):
+    if sampling.engine not in ("hf", "vllm", "auto"):
         raise UserError(
-            f"unknown engine {sampling.engine!r}", where="r1lab data pairs --engine", fix="hf or vllm"
+            f"unknown engine {sampling.engine!r}", where="r1lab data pairs --engine", fix="hf, vllm or auto"
         )
     model_cfg = model_path if isinstance(model_path, ModelConfig) else ModelConfig(path=model_path)
     model, tokenizer = load_model(model_cfg, trainable=False)
@@ -102,8 +103,9 @@ def make_pairs(
             )
         read.prompts = read.prompts[offset:]
         prompts = build_prompt_dataset(cfg, tokenizer, read=read)  # none dropped: max_length is unbounded
-    settings = {"model": model_cfg.path, **asdict(sampling)}
     rollout = RolloutConfig(engine=sampling.engine, batch_size=sampling.batch_size)  # type: ignore[arg-type]
+    rollout = resolve_engine(rollout, model)
+    settings = {"model": model_cfg.path, **asdict(sampling), "engine": rollout.engine}  # the one that ran
     engine = make_engine(rollout, model, tokenizer, seed=sampling.seed)
     params = SamplingParams(
         temperature=sampling.temperature, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens

@@ -55,8 +55,8 @@ def check_options(opts: LabelOptions) -> None:
     if not opts.sep:
         raise UserError("--step-sep is empty", where=f"{WHERE} --step-sep",
                         fix="give the text that ends a step, e.g. --step-sep '\\n' (the default)")  # fmt: skip
-    if opts.engine not in ("hf", "vllm"):
-        raise UserError(f"unknown engine {opts.engine!r}", where=f"{WHERE} --engine", fix="hf or vllm")
+    if opts.engine not in ("hf", "vllm", "auto"):
+        raise UserError(f"unknown engine {opts.engine!r}", where=f"{WHERE} --engine", fix="hf, vllm or auto")
 
 
 def label_samples(
@@ -107,6 +107,7 @@ def make_prm_labels(
 
     from r1lab.models import load_model
     from r1lab.rollout import make_engine
+    from r1lab.rollout.engine_choice import resolve_engine
     from r1lab.tasks import get_task
 
     if (task is None) == (data is None):
@@ -129,9 +130,10 @@ def make_prm_labels(
         read = read_prompt_data(cfg)
         prompts = list(build_prompt_dataset(cfg, tokenizer, read=read))
     rollout = RolloutConfig(engine=opts.engine, batch_size=opts.batch_size)  # type: ignore[arg-type]
+    rollout = resolve_engine(rollout, model)
     engine = make_engine(rollout, model, tokenizer, seed=opts.seed)
     params = SamplingParams(temperature=opts.temperature, max_new_tokens=opts.max_new_tokens)
-    settings = {"model": model_path, **asdict(opts)}
+    settings = {"model": model_path, **asdict(opts), "engine": rollout.engine}  # the one that ran
     counts = {"prompts": len(prompts), "samples": 0, "rows": 0, "steps": 0, "good_steps": 0, "single_step": 0}
     written: list[dict[str, Any]] = []
     with RewardRunner(specs) as runner, torch.no_grad():
