@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from rl_testkit import read_metrics, rl_config, write_inputs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
@@ -25,6 +26,7 @@ from r1lab.rewards.verifier import (
     verdict_reward,
 )
 from r1lab.rewards.verifier_model import GenerativeVerifierReward
+from r1lab.stages.rl import run_rl
 from r1lab.stages.sft import run_sft
 from r1lab.stages.verifier_data import VerifierDataOptions, make_verifier_data
 
@@ -130,8 +132,13 @@ def verifier_folder(tmp_path: Path, tiny_model_dir: Path, steps: int) -> tuple[P
     return run_sft(cfg), data
 
 
-def test_sft_marks_a_verifier_and_the_reward_learns_correct(tmp_path, tiny_model_dir):
-    final, _ = verifier_folder(tmp_path, tiny_model_dir, steps=40)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
+    return verifier_folder(tmp_path_factory.mktemp("verifier"), tiny_model_dir, steps=40)
+
+
+def test_sft_marks_a_verifier_and_the_reward_learns_correct(tmp_path, tiny_model_dir, trained):
+    final, _ = trained
     assert json.loads((final / MARKER).read_text())["kind"] == "generative_verifier"
     untrained = tmp_path / "untrained"
     shutil.copytree(tiny_model_dir, untrained)
@@ -166,3 +173,23 @@ def test_bad_verifier_folders(tmp_path, tiny_model_dir):
     tokenizer.save_pretrained(marked)
     with pytest.raises(UserError, match="split ambiguously: the verdict word is merged"):
         load_reward(RewardSpec(name=f"model:{marked}"))
+
+
+def test_rl_on_judge_rows_and_with_the_verifier_as_reward(tmp_path, tiny_model_dir, trained):
+    """The evaluator recipe's RL stage (verdict vs label on the judge rows; the marker carried to final/), and a
+    policy trained on the verifier's P(correct) with the reward-hacking monitor on."""
+    final, data = trained
+    judge = {"data": {"path": str(data), "format": "prompt", "max_length": 256}, "rewards": [{"name": "verdict"}],
+             "rollout": {"max_new_tokens": 24}, "train": {"max_steps": 1, "output_dir": str(tmp_path / "judge")}}  # fmt: skip
+    out = run_rl(rl_config(tmp_path, final, judge))
+    assert json.loads((out / MARKER).read_text())["kind"] == "generative_verifier"
+    (row,) = read_metrics(tmp_path / "judge")
+    assert row["accuracy"] == pytest.approx(row["reward/verdict/mean"])
+    _, rewards = write_inputs(tmp_path)
+    policy = {"rewards": [{"name": f"model:{final}"}], "reward_hacking": {"verifier": f"{rewards}:length"},
+              "train": {"max_steps": 1}}  # fmt: skip
+    assert not (run_rl(rl_config(tmp_path, tiny_model_dir, policy)) / MARKER).exists()
+    (row,) = read_metrics(tmp_path / "run")
+    assert 0 < row["hacking/learned_mean"] <= 1 and row["reward/mean"] == pytest.approx(
+        row["hacking/learned_mean"]
+    )
