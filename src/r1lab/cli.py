@@ -442,6 +442,19 @@ def data_select_report(
         out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
+@data_app.command("metis")
+def data_metis(
+    rl_stage: Annotated[Path, typer.Argument(help="an RL stage folder (it holds prompt_stats.jsonl)")],
+    out: Annotated[Path, typer.Option(help="where to write the SFT records (JSONL)")],
+) -> None:
+    """Metis-RISE's targeted SFT data from an RL stage's per-prompt accuracy: the recorded verified-correct
+    self-sample of each prompt with 0 < acc < 1, the written solution of each prompt with acc = 0."""
+    from r1lab.stages.metis import build_metis_data
+
+    counts = build_metis_data(rl_stage, out)
+    console.print(f"[green]wrote[/green] {counts['self'] + counts['written']} records to {out}")
+
+
 @data_app.command("distill")
 def data_distill(
     model: Annotated[str, typer.Argument(help="the model to sample from (the policy itself or a teacher)")],

@@ -382,6 +382,15 @@ class AlgorithmConfig(Strict):
 OBJECTIVE_EPS = {"ppo_clip": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 4.0)}
 UNCLIPPED_OBJECTIVES = {"sapo", "gpg", "reinforce"}
 # policy_loss names of the aggregation before it became algorithm.loss_agg (objective ppo_clip)
+class PassRateFilterConfig(Strict):
+    """RIF-RFT's filter before RL: roll out k per training prompt with the initial policy (the pass-rate
+    measurement of `r1lab data select --method pass_rate`) and drop the prompts it never solves (`never`), always
+    solves (`always`) or both; pass rates and counts go to the stage folder (r1lab.stages.rl_prompt_filter)."""
+
+    k: int = Field(8, ge=2)  # samples per prompt (at rollout.temperature and rollout.max_new_tokens)
+    drop: Literal["never", "always", "both"] = "never"
+
+
 OLD_LOSS_NAMES = {"grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm", "dapo": "token_mean"}
 
 
@@ -403,6 +412,7 @@ class RLConfig(TrainingStage):
     # entropy at it is closest to this (the paper: 0.3); r1lab.stages.rl_temperature
     target_entropy: float | None = Field(None, gt=0)
     reward_hacking: RewardHackingConfig | None = None  # learned reward vs a verifier, each step
+    pass_rate_filter: PassRateFilterConfig | None = None  # RIF-RFT: drop prompts by pass rate first
 
     @model_validator(mode="after")
     def _hacking_needs_a_learned_reward(self) -> RLConfig:
@@ -418,6 +428,15 @@ class RLConfig(TrainingStage):
             raise ValueError("reward_hacking.verifier must be a verifiable reward (e.g. math), not a model:")
         if hacking.max_gap is None and {"action", "patience"} & hacking.model_fields_set:
             raise ValueError("reward_hacking.action and patience act on max_gap: set max_gap, or remove them")
+        return self
+
+    @model_validator(mode="after")
+    def _filter_is_single_turn(self) -> RLConfig:
+        if self.pass_rate_filter is not None and self.rollout.tools:
+            raise ValueError(
+                "pass_rate_filter samples single-turn completions, but rollout.tools makes the rollouts "
+                "multi-turn episodes: remove one of them"
+            )
         return self
 
     @model_validator(mode="after")
@@ -578,38 +597,6 @@ def stage_defaults(cls: type[BaseModel], data: Any) -> Any:
     return out
 
 
-SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class EvalSuiteConfig(Strict):
-    """One extra held-out set of `eval.suites` (forgetting): a built-in task (its test file written once to the
-    run's data folder), a user file with rewards, or `perplexity` of the model on a held-out chat/SFT file."""
-
-    name: str  # unique; a folder name and the suite's column/section in the tables
-    task: str | None = None  # built-in task (its reward and system prompt), or the task a `data` file is of
-    options: dict[str, Any] = {}  # the task's own knobs
-    test_size: int = Field(200, gt=0)  # problems generated for a task suite
-    seed: int = 0  # task suite: its generator's seed
-    data: str | None = None  # a prompt file scored with `rewards` (as eval.data)
-    rewards: list[RewardSpec] = []
-    system_prompt: str | None = None
-    columns: dict[str, str] = {}
-    split: str = "test"
-    limit: int | None = Field(None, gt=0)  # the first N problems (documents for perplexity)
-    perplexity: str | None = None  # a chat/SFT file: mean NLL of its assistant tokens, and ppl
-    max_length: int = Field(2048, gt=0)  # perplexity: tokens per document (longer ones are truncated)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EvalSuiteConfig:
-        if not SUITE_NAME.match(self.name):
-            raise ValueError(f"suite name {self.name!r}: use letters, digits, '_', '.', '-' (a folder name)")
-        if self.perplexity is not None and (self.task or self.data or self.rewards):
-            raise ValueError(f"suite {self.name!r}: `perplexity` takes no task, data or rewards")
-        if self.perplexity is None and not self.task and not (self.data and self.rewards):
-            raise ValueError(f"suite {self.name!r} needs `task`, `data` with `rewards`, or `perplexity`")
-        return self
-
-
 class EvalConfig(Strict):
     task: str | None = None  # built-in task; else data + rewards
     data: str | None = None
@@ -625,7 +612,6 @@ class EvalConfig(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # weights while generating
     columns: dict[str, str] = {}  # as data.columns: r1lab name -> column in the data, e.g. {prompt: question}
     engine: Literal["auto", "hf", "vllm"] = "hf"  # generation engine (rollout.engine's choices)
-    suites: list[EvalSuiteConfig] = []  # more held-out sets at every eval point (r1lab.eval.suites)
 
     @model_validator(mode="after")
     def _task_or_data(self) -> EvalConfig:
@@ -633,10 +619,6 @@ class EvalConfig(Strict):
             raise ValueError("eval needs either `task` (a built-in task) or `data` with `rewards`")
         if any(k > self.n for k in self.k):
             raise ValueError(f"every k in {self.k} must be <= n ({self.n})")
-        names = [s.name for s in self.suites]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"suite names must be unique; used twice: {', '.join(twice)}")
         return self
 
 
@@ -750,6 +732,16 @@ class RewardModelConfig(TrainingStage):
         return self
 
 
+class MetisConfig(Strict):
+    """Metis-RISE's data step (r1lab.stages.metis): SFT data from an RL stage's per-prompt accuracy
+    (prompt_stats.jsonl): the recorded verified-correct self-sample of each prompt with 0 < acc < 1, the written
+    solution of each prompt with acc = 0. Trains nothing; writes `output`/sft.jsonl."""
+
+    kind: Literal["metis"] = "metis"
+    rl_stage: str = ""  # the RL stage folder; set by the pipeline (`input:`'s stage, else the previous one)
+    output: str = ""  # set by the pipeline: the stage folder
+
+
 STAGE_KINDS = {
     "sft": SFTConfig,
     "rl": RLConfig,
@@ -757,6 +749,7 @@ STAGE_KINDS = {
     "dpo": DPOConfig,
     "export": ExportConfig,
     "reward_model": RewardModelConfig,
+    "metis": MetisConfig,
 }
 
 

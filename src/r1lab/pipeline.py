@@ -102,16 +102,40 @@ def resolve_stages(
                 where=where,
                 fix=f"use `base` or one of: {', '.join(names) or '(no earlier stages)'}",
             )
+        entry = _wire_data_steps(entry, source_stage, stages, root, where)
         names.add(name)
         stages.append(Stage(name, stage_config(recipe, entry, root / name, files, where), source_stage))
     return stages
 
 
 # Stage kinds that train nothing: no model section or train section; their output is the stage folder.
-UNTRAINED_KINDS = ("merge", "export")
+UNTRAINED_KINDS = ("merge", "export", "metis")
 # Stage kinds whose output is not the next policy (a file, a reward model): not evaluated, the next stage goes on
 # from the model they were given; the output is in the stage's `exported` entry (a reward_model's final/).
-SIDE_KINDS = ("export", "reward_model")
+SIDE_KINDS = ("export", "reward_model", "metis")
+
+
+def _wire_data_steps(
+    entry: dict[str, Any], source_stage: str | None, earlier: list[Stage], root: Path, where: str
+) -> dict[str, Any]:
+    """A metis step reads the RL stage folder of its input (`input:`, else the previous stage); a stage whose
+    data.path names an earlier metis step trains on the file that step writes."""
+    from r1lab.stages.metis import OUTPUT
+
+    steps = {s.name for s in earlier if s.config.kind == "metis"}
+    data = entry.get("data")
+    if isinstance(data, dict) and data.get("path") in steps:
+        entry = {**entry, "data": {**data, "path": str(root / data["path"] / OUTPUT)}}
+    if entry.get("kind") != "metis":
+        return entry
+    source = next((s for s in earlier if s.name == source_stage), earlier[-1] if earlier else None)
+    if "rl_stage" in entry or source is None or source.config.kind != "rl":
+        raise UserError(
+            "a metis step reads the per-prompt accuracy of the RL stage it follows",
+            where=f"{where}: {'rl_stage' if 'rl_stage' in entry else 'input'}",
+            fix="put it right after an RL stage, or name one with `input: RL_STAGE` (and no `rl_stage:`)",
+        )
+    return {**entry, "rl_stage": str(root / source.name)}
 
 
 def stage_config(
@@ -190,9 +214,7 @@ def _task_defaults(entry: dict[str, Any], kind: str, task_name: str, files: dict
     return entry
 
 
-def eval_config(recipe: RecipeConfig, files: dict[str, Path], root: Path | None = None) -> EvalConfig | None:
-    """The recipe's eval (the task's test set unless it names its own); its suites checked and their task files
-    written into `root`/data (the run folder by default)."""
+def eval_config(recipe: RecipeConfig, files: dict[str, Path]) -> EvalConfig | None:
     if recipe.eval is None:
         return None
     raw = dict(recipe.eval)
@@ -206,12 +228,7 @@ def eval_config(recipe: RecipeConfig, files: dict[str, Path], root: Path | None 
             "system_prompt": task.system_prompt,
             **raw,
         }
-    cfg = validate(EvalConfig, raw, "recipe: eval")
-    if cfg.suites:
-        from r1lab.eval.suites import resolve_suites
-
-        cfg = resolve_suites(cfg, (root or run_root(recipe)) / "data", "recipe: eval.suites")
-    return cfg
+    return validate(EvalConfig, raw, "recipe: eval")
 
 
 class PipelineState:
@@ -254,7 +271,7 @@ def execute(recipe: RecipeConfig, source: str | Path, from_stage: str | None = N
     root.mkdir(parents=True, exist_ok=True)
     files = write_task_files(recipe, root)
     stages = resolve_stages(recipe, root, files, source)
-    evaluation = eval_config(recipe, files, root)
+    evaluation = eval_config(recipe, files)
     dump_config(recipe, root / "recipe.yaml")
     state = PipelineState(root)
     if from_stage is not None:
@@ -313,6 +330,7 @@ STAGE_RUNNERS: dict[str, str] = {
     "merge": "r1lab.stages.merge:run_merge",
     "export": "r1lab.stages.export:run_export",
     "reward_model": "r1lab.stages.reward_model:run_reward_model",
+    "metis": "r1lab.stages.metis:run_metis",
 }
 
 
@@ -326,6 +344,8 @@ def train_stage(name: str, config: SFTConfig | RLConfig, model_path: str) -> tup
     cfg = config.model_copy(deep=True)
     if cfg.kind == "merge":  # its inputs are in its config; an interrupted merge starts again
         cfg.overwrite = True
+    elif cfg.kind == "metis":  # a data step: it reads its RL stage's folder, not a model
+        pass
     elif not _model_exists(model_path):
         raise UserError(f"stage {name!r}: its input model {model_path!r} does not exist")
     elif cfg.kind == "export":
@@ -364,9 +384,6 @@ def _write_summary(state: PipelineState, root: Path) -> None:
     from r1lab.eval.tables import results_table
 
     if state.data["evals"]:
-        from r1lab.eval.suites import suites_markdown
-
         table = results_table(state.data["evals"])
-        table = "\n\n".join([table, *suites_markdown(state.data["evals"])])  # one section per eval suite
         (root / "results.md").write_text(table + "\n")
         console.print(table)

@@ -32,5 +32,5 @@ def test_recipe_validates(path, tmp_path):
         plan = build_plan(recipe, parse_experiment(recipe, recipe.experiment, path), tmp_path, files, path)
         configs = [node.config for node in plan.nodes.values()]
     assert configs
-    for cfg in configs:  # runs on this machine's CPU: e.g. no bf16 request where bf16 is not native
+    for cfg in (c for c in configs if hasattr(c, "train")):  # a metis step trains nothing
         resolve_precision(cfg.train.precision, torch.device("cpu"))

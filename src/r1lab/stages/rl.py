@@ -68,6 +68,8 @@ from r1lab.stages.rl_log import (
     write_samples,
 )
 from r1lab.stages.rl_mismatch import off_policy_plan, rollout_mismatch
+from r1lab.stages.rl_prompt_filter import filter_prompts
+from r1lab.stages.rl_prompt_stats import PromptStats
 from r1lab.stages.rl_temperature import with_probed_temperature
 
 
@@ -110,6 +112,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     rollout = resolve_engine(cfg.rollout, model, training=True, sharded=cfg.train.distributed == "fsdp2")
     cfg = cfg.model_copy(update={"rollout": rollout})
     prompts = check_before_rollout(cfg, runner, tokenizer, model, read=read)
+    resumed = resume_from is not None  # RIF-RFT: drop prompts by the initial policy's pass rate (if asked)
+    prompts = filter_prompts(cfg, prompts, model, tokenizer, runner, out, accelerator, resumed=resumed)
 
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * len(prompts) / cfg.prompts_per_step)
     if cfg.train.distributed == "fsdp2":  # the reference: a whole copy, made before the policy is sharded
@@ -145,13 +149,13 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
         console.print(f"rl: {_prompt_counts(prompts, cfg)}")
     if cfg.target_entropy is not None:  # AceReason: the sampling temperature from a probe batch
         with full_weights(policy):  # FSDP2: generation runs whole weights (see r1lab.training.fsdp)
-            resumed = resume_from is not None
             cfg = with_probed_temperature(
                 cfg, engine, policy, prompts, out, accelerator.device, resumed=resumed, main=main
             )
         temp = cfg.rollout.temperature
     order = EpochOrder(len(prompts), 1, cfg.train.seed, shuffle=cfg.data.shuffle).at  # position -> prompt
     producer = AsyncRollouts(cfg, engine, policy, tokenizer, runner) if cfg.rollout.async_ else None
+    prompt_stats = PromptStats(out, prompts, order, runner, step) if main else None  # Metis-RISE's accuracy
     tracker = Tracker(
         out,
         enabled=main,
@@ -238,6 +242,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
                     hacking.act(step, metrics, out, checkpoint, main)
                 if main and (step % cfg.samples_every == 0 or step == 1):
                     write_samples(out / "samples.jsonl", step, batch, advantages)
+                if prompt_stats is not None:
+                    prompt_stats.update(step, seen)
                 if bad_in_row >= cfg.max_bad_steps:
                     raise _diverged(cfg, out, step, bad_in_row)
                 failing_rewards.check(step, seen)  # a reward that failed on every call for N steps stops it

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
 from typing import Any
 
 import torch
@@ -28,6 +27,7 @@ from r1lab.config import DataConfig, EvalConfig, ModelConfig
 from r1lab.data import build_prompt_dataset, read_sft_data, tokenize_conversation
 from r1lab.data.select import SELECTORS, Picked, SelectOptions, need_model
 from r1lab.errors import UserError
+from r1lab.eval.pass_rate import kept_by_pass_rate, pass_rate_counts, pass_rates
 from r1lab.eval.runner import generate_and_score
 from r1lab.models import load_model, load_tokenizer
 from r1lab.rewards import RewardRunner
@@ -112,21 +112,13 @@ def select_pass_rate(records: list[dict[str, Any]], options: SelectOptions) -> P
         rewards.check_columns(set.intersection(*(set(p.columns) for p in prompts)))  # e.g. no gold answers
         model, tokenizer = load_model(model_cfg, trainable=False)
         rows = generate_and_score(model, tokenizer, prompts, eval_cfg, rewards)
-    solved: dict[int, list[bool]] = defaultdict(list)
-    greedy: dict[int, bool] = {}
-    for row in rows:
-        if row["kind"] == "sample":
-            solved[row["problem"]].append(row["correct"])
-        else:
-            greedy[row["problem"]] = row["correct"]
-    rates = {i: sum(solved[i]) / len(solved[i]) for i in range(len(records))}
-    always = sum(r == 1 for r in rates.values())
-    never = sum(r == 0 for r in rates.values())
+    rates, greedy = pass_rates(rows, len(records))  # (shared with RL's pass_rate_filter)
+    counts = pass_rate_counts(rates)
     console.print(
-        f"pass_rate: of {len(records)} prompts {always} always solved, {never} never solved "
-        f"(n = {options.n}), {len(records) - always - never} kept as candidates"
+        f"pass_rate: of {len(records)} prompts {counts['always']} always solved, {counts['never']} never solved "
+        f"(n = {options.n}), {counts['mixed']} kept as candidates"
     )
-    mixed = sorted((i for i, r in rates.items() if 0 < r < 1), key=lambda i: (abs(rates[i] - 0.5), i))
+    mixed = sorted(kept_by_pass_rate(rates, "both"), key=lambda i: (abs(rates[i] - 0.5), i))
     return [
         (i, {**records[i], "pass_rate": rates[i], "pass_rate_n": options.n, "greedy_correct": greedy[i]})
         for i in mixed[: options.k]
