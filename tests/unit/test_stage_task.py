@@ -103,3 +103,26 @@ def test_a_stage_task_needs_a_recipe_task(tmp_path):
     recipe = validate(RecipeConfig, raw, "test")
     with pytest.raises(UserError, match="this recipe has none"):
         resolve_stages(recipe, tmp_path, {}, "test")
+
+
+def test_an_experiment_arm_may_change_a_stage_task_and_a_wrong_key_is_refused(tmp_path):
+    from r1lab.experiments.plan import build_plan
+    from r1lab.experiments.spec import parse_experiment
+
+    experiment = {
+        "arms": [
+            {"label": "hard", "stages": ["rl"]},
+            {"label": "easy", "stages": ["rl"], "overrides": {"rl.task.options.count": 2}},
+            {"label": "sweep", "stages": ["rl"], "sweep": {"key": "rl.task.options.count", "values": [3, 5]}},
+        ]
+    }
+    recipe = _recipe(tmp_path, [_rl("rl")]).model_copy(update={"experiment": experiment})
+    files = write_task_files(recipe, tmp_path)
+    plan = build_plan(recipe, parse_experiment(recipe, experiment, "test"), tmp_path, files, "test")
+    counts = [
+        {len(r["numbers"]) for r in _rows(plan.nodes[run.chain[-1]].config.data.path)} for run in plan.runs
+    ]
+    assert counts == [{4}, {2}, {3}, {5}]
+    with pytest.raises(UserError, match=r"no config key 'rl\.task\.option\.count'"):
+        bad = {"arms": [{"label": "x", "stages": ["rl"], "overrides": {"rl.task.option.count": 2}}]}
+        parse_experiment(recipe, bad, "test")

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from r1lab.config import STAGE_KINDS, RecipeConfig, Strict, validate
+from r1lab.config import STAGE_KINDS, RecipeConfig, StageTaskConfig, Strict, validate
 from r1lab.errors import UserError
 
 
@@ -231,7 +231,8 @@ def _check_key(key: str, path: list[str], entries: dict[str, dict], where: str) 
     model = STAGE_KINDS.get(kind)
     if model is None:
         return stage, rest  # an unknown kind is reported when the stage itself is validated
-    valid = config_keys(model)
+    stage_task = ["task", *(f"task.{k}" for k in config_keys(StageTaskConfig))]  # a stage's own (curricula)
+    valid = [*config_keys(model), *stage_task]
     if not any(rest == k or (k.endswith(".*") and rest.startswith(k[:-1])) for k in valid):
         close = difflib.get_close_matches(rest, [k for k in valid if not k.endswith(".*")], n=1, cutoff=0.4)
         raise UserError(
