@@ -71,12 +71,14 @@ def test_recipe_options_are_kept_and_a_stage_may_name_another_task(tmp_path):
     )
 
 
-def test_same_stage_task_is_written_once(tmp_path):
-    stages = [_rl("a", task={"options": {"count": 2}}), _rl("b", task={"options": {"count": 2}})]
+def test_same_stage_task_is_written_once_and_its_seed_draws_other_problems(tmp_path):
+    two = {"options": {"count": 2}}
+    stages = [_rl("a", task=two), _rl("b", task=two), _rl("c", task={**two, "seed": 1})]
     recipe = _recipe(tmp_path, stages)
     files = write_task_files(recipe, tmp_path)
-    a, b = (s.config.data.path for s in resolve_stages(recipe, tmp_path, files, "test"))
-    assert a == b
+    a, b, c = (s.config.data.path for s in resolve_stages(recipe, tmp_path, files, "test"))
+    assert a == b != c
+    assert {len(r["numbers"]) for r in _rows(c)} == {2} and _rows(a) != _rows(c)
 
 
 @pytest.mark.parametrize(
