@@ -193,3 +193,29 @@ def test_rl_on_judge_rows_and_with_the_verifier_as_reward(tmp_path, tiny_model_d
     assert 0 < row["hacking/learned_mean"] <= 1 and row["reward/mean"] == pytest.approx(
         row["hacking/learned_mean"]
     )
+
+
+def test_eval_select_best_of_n_with_a_verifier(tmp_path, tiny_model_dir, trained):
+    """`eval --select best_of_n:VERIFIER`: its scores are the reward's P(correct) of the samples the eval drew;
+    a PRM selection with it is refused by name."""
+    final, _ = trained
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": f"What is {i} + 3?", "answer": i + 3}) + "\n" for i in range(3))
+    )
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_model_dir), "--data", str(data), "--reward", "arithmetic", "--n", "2", "--temperature",
+            "1.0", "--max-new-tokens", "6", "--out", str(out), "--select", f"best_of_n:{final}"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    sampled = [s for s in samples if s["kind"] == "sample"]
+    scores = [json.loads(line)[str(final)] for line in (out / "orm_scores.jsonl").read_text().splitlines()]
+    direct = GenerativeVerifierReward(final)(
+        [s["completion"] for s in sampled], prompts=[s["prompt"] for s in sampled]
+    )
+    assert scores == pytest.approx(direct, abs=1e-5) and all(0 < s < 1 for s in scores)
+    (curve,) = json.loads((out / "results.json").read_text())["scaling"]["curves"]
+    assert curve["label"] == f"best_of_n:{final}"
+    refused = CliRunner().invoke(app, [*args[:-1], f"prm_min:{final}"])
+    assert isinstance(refused.exception, UserError) and "is a generative verifier" in str(refused.exception)

@@ -1,5 +1,6 @@
 """Test-time scaling for `r1lab eval --select ...`: accuracy vs n for majority vote, ORM best-of-n,
-ORM-weighted majority and PRM selection (prm_min, prm_last), from the n samples per problem an eval drew, with
+ORM-weighted majority and PRM selection (prm_min, prm_last; an ORM's place may be taken by a generative verifier
+folder, its score P(correct) at the verdict token), from the n samples per problem an eval drew, with
 the compute each point costs.
 
 For each n of the curve, a method's accuracy on a problem is its expected accuracy over n-subsets of that
@@ -24,6 +25,7 @@ from r1lab.eval.select import AT_K, METHODS_NEEDING_PRM, METHODS_NEEDING_SCORES,
 Selection = tuple[str, str | None]  # (method, reward model path or None)
 SCORES_FILE = "orm_scores.jsonl"  # per sample: each reward model's score (a PRM's: its list of step scores)
 NEEDS_MODEL = METHODS_NEEDING_SCORES + METHODS_NEEDING_PRM
+VERIFIER = "generative_verifier"  # a scorer kind beside orm / prm (rewards.verifier_model)
 
 
 def parse_selects(items: list[str]) -> list[Selection]:
@@ -100,7 +102,18 @@ def load_scorers(selects: list[Selection]) -> dict[str, Any]:
         return {}
     from r1lab.rewards.reward_model_io import load_reward_model
 
-    return {path: load_reward_model(path, kinds=(kind,)) for path, kind in kinds.items()}
+    return {
+        path: load_verifier_scorer(path) if kind == VERIFIER else load_reward_model(path, kinds=(kind,))
+        for path, kind in kinds.items()
+    }
+
+
+def load_verifier_scorer(path: str) -> tuple[Any, None, dict[str, Any]]:
+    """A generative verifier as an ORM-like scorer: (its reward, no tokenizer, meta); score = P(correct)."""
+    from r1lab.rewards.verifier_model import GenerativeVerifierReward
+
+    verifier = GenerativeVerifierReward(Path(path).expanduser())
+    return verifier, None, {**verifier.meta, "kind": VERIFIER}
 
 
 def check_kind(method: str, path: str, flag: str | None = None) -> str:
@@ -108,9 +121,21 @@ def check_kind(method: str, path: str, flag: str | None = None) -> str:
     method:path`), when the folder is the other kind: its reward_model.json says so, or it is a sequence
     classifier without one (an ORM from elsewhere). Any other folder is left to the loader to describe."""
     from r1lab.rewards.reward_model_io import MARKER
+    from r1lab.rewards.verifier import MARKER as VERIFIER_MARKER
 
     folder, flag = Path(path).expanduser(), flag or f"--select {method}:{path}"
     need = "prm" if method in METHODS_NEEDING_PRM else "orm"
+    if (
+        folder / VERIFIER_MARKER
+    ).is_file():  # a generative verifier: one P(correct) per completion, like an ORM
+        if need == "prm":
+            raise UserError(
+                f"{flag}: {folder} is a generative verifier (one verdict per completion), but a process reward "
+                "model (one score per step) is needed",
+                where=str(folder / VERIFIER_MARKER),
+                fix=f"select with its verdict: --select best_of_n:{path} or --select weighted_majority:{path}",
+            )
+        return VERIFIER
     marker = folder / MARKER
     kind = json.loads(marker.read_text()).get("kind") if marker.is_file() else None
     config = folder / "config.json"
@@ -176,6 +201,11 @@ def score_samples(
 
     prompts, completions = [r["prompt"] for r in sampled], [r["completion"] for r in sampled]
     for path, (model, tokenizer, meta) in scorers.items():
+        if meta.get("kind") == VERIFIER:  # P(correct) at the verdict; tokens: the prefix it reads
+            model.batch_size = batch_size
+            scores[path] = model(completions, prompts=prompts)
+            tokens[path] = [len(model.split(p, c)[0]) for p, c in zip(prompts, completions, strict=True)]
+            continue
         if meta.get("kind") == "prm":  # per sample its list of step scores
             pairs = prm_step_scores(scorers[path], list(zip(prompts, completions, strict=True)), batch_size)
             scores[path], tokens[path] = [s for s, _ in pairs], [t for _, t in pairs]
