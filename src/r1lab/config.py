@@ -597,6 +597,38 @@ def stage_defaults(cls: type[BaseModel], data: Any) -> Any:
     return out
 
 
+SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class EvalSuiteConfig(Strict):
+    """One extra held-out set of `eval.suites` (forgetting): a built-in task (its test file written once to the
+    run's data folder), a user file with rewards, or `perplexity` of the model on a held-out chat/SFT file."""
+
+    name: str  # unique; a folder name and the suite's column/section in the tables
+    task: str | None = None  # built-in task (its reward and system prompt), or the task a `data` file is of
+    options: dict[str, Any] = {}  # the task's own knobs
+    test_size: int = Field(200, gt=0)  # problems generated for a task suite
+    seed: int = 0  # task suite: its generator's seed
+    data: str | None = None  # a prompt file scored with `rewards` (as eval.data)
+    rewards: list[RewardSpec] = []
+    system_prompt: str | None = None
+    columns: dict[str, str] = {}
+    split: str = "test"
+    limit: int | None = Field(None, gt=0)  # the first N problems (documents for perplexity)
+    perplexity: str | None = None  # a chat/SFT file: mean NLL of its assistant tokens, and ppl
+    max_length: int = Field(2048, gt=0)  # perplexity: tokens per document (longer ones are truncated)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvalSuiteConfig:
+        if not SUITE_NAME.match(self.name):
+            raise ValueError(f"suite name {self.name!r}: use letters, digits, '_', '.', '-' (a folder name)")
+        if self.perplexity is not None and (self.task or self.data or self.rewards):
+            raise ValueError(f"suite {self.name!r}: `perplexity` takes no task, data or rewards")
+        if self.perplexity is None and not self.task and not (self.data and self.rewards):
+            raise ValueError(f"suite {self.name!r} needs `task`, `data` with `rewards`, or `perplexity`")
+        return self
+
+
 class EvalConfig(Strict):
     task: str | None = None  # built-in task; else data + rewards
     data: str | None = None
@@ -612,6 +644,7 @@ class EvalConfig(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # weights while generating
     columns: dict[str, str] = {}  # as data.columns: r1lab name -> column in the data, e.g. {prompt: question}
     engine: Literal["auto", "hf", "vllm"] = "hf"  # generation engine (rollout.engine's choices)
+    suites: list[EvalSuiteConfig] = []  # more held-out sets at every eval point (r1lab.eval.suites)
 
     @model_validator(mode="after")
     def _task_or_data(self) -> EvalConfig:
@@ -619,6 +652,10 @@ class EvalConfig(Strict):
             raise ValueError("eval needs either `task` (a built-in task) or `data` with `rewards`")
         if any(k > self.n for k in self.k):
             raise ValueError(f"every k in {self.k} must be <= n ({self.n})")
+        names = [s.name for s in self.suites]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"suite names must be unique; used twice: {', '.join(twice)}")
         return self
 
 

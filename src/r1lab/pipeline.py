@@ -214,7 +214,9 @@ def _task_defaults(entry: dict[str, Any], kind: str, task_name: str, files: dict
     return entry
 
 
-def eval_config(recipe: RecipeConfig, files: dict[str, Path]) -> EvalConfig | None:
+def eval_config(recipe: RecipeConfig, files: dict[str, Path], root: Path | None = None) -> EvalConfig | None:
+    """The recipe's eval (the task's test set unless it names its own); its suites checked and their task files
+    written into `root`/data (the run folder by default)."""
     if recipe.eval is None:
         return None
     raw = dict(recipe.eval)
@@ -228,7 +230,12 @@ def eval_config(recipe: RecipeConfig, files: dict[str, Path]) -> EvalConfig | No
             "system_prompt": task.system_prompt,
             **raw,
         }
-    return validate(EvalConfig, raw, "recipe: eval")
+    cfg = validate(EvalConfig, raw, "recipe: eval")
+    if cfg.suites:
+        from r1lab.eval.suites import resolve_suites
+
+        cfg = resolve_suites(cfg, (root or run_root(recipe)) / "data", "recipe: eval.suites")
+    return cfg
 
 
 class PipelineState:
@@ -271,7 +278,7 @@ def execute(recipe: RecipeConfig, source: str | Path, from_stage: str | None = N
     root.mkdir(parents=True, exist_ok=True)
     files = write_task_files(recipe, root)
     stages = resolve_stages(recipe, root, files, source)
-    evaluation = eval_config(recipe, files)
+    evaluation = eval_config(recipe, files, root)
     dump_config(recipe, root / "recipe.yaml")
     state = PipelineState(root)
     if from_stage is not None:
@@ -384,6 +391,9 @@ def _write_summary(state: PipelineState, root: Path) -> None:
     from r1lab.eval.tables import results_table
 
     if state.data["evals"]:
+        from r1lab.eval.suites import suites_markdown
+
         table = results_table(state.data["evals"])
+        table = "\n\n".join([table, *suites_markdown(state.data["evals"])])  # one section per eval suite
         (root / "results.md").write_text(table + "\n")
         console.print(table)

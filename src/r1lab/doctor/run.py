@@ -25,7 +25,7 @@ def run_doctor(path: Path, overrides: list[str] | None = None) -> list[tuple[str
         with tempfile.TemporaryDirectory(prefix="r1lab-doctor-") as tmp:
             files = write_task_files(recipe, Path(tmp))
             stages = resolve_stages(recipe, Path(tmp) / "stages", files, path)
-            evaluation = eval_config(recipe, files)
+            evaluation = eval_config(recipe, files, Path(tmp))
             eval_path = evaluation.data if evaluation is not None else None
             out = [(f"{s.name} ({s.config.kind})", _checks(s.config, eval_path))
                    for s in stages if getattr(s.config, "kind", None) in CHECKED_KINDS]  # fmt: skip

@@ -14,7 +14,8 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,41 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate the model at `model_path` as `cfg` says; returns the metrics (also written to `out_dir`).
     `extra(model, tokenizer, prompts, rewards)`: more measurements on the same model, prompts and rewards (eval
-    --search beam), merged into the metrics."""
-    from r1lab.data import build_prompt_dataset
+    --search beam), merged into the metrics. `cfg.suites` are evaluated on the same loaded model
+    (r1lab.eval.suites), their metrics under `suites`."""
     from r1lab.models import load_model, load_tokenizer, resolve_model_path
-    from r1lab.rewards import RewardRunner
-    from r1lab.tasks import get_task
 
     started = time.monotonic()
+    model_cfg = ModelConfig(path=model_path, dtype=cfg.dtype)
+    tokenizer = load_tokenizer(model_cfg, path=resolve_model_path(model_path))
+    specs, prompts = eval_prompts(cfg, tokenizer)
+    with _reward_runner(specs, prompts, out_dir) as rewards:
+        model, tokenizer = load_model(model_cfg, trainable=False)
+        rows = generate_and_score(model, tokenizer, prompts, cfg, rewards)
+        more = {} if extra is None else extra(model, tokenizer, prompts, rewards)
+    if cfg.suites:
+        from r1lab.eval.suites import run_suites
+
+        more["suites"] = run_suites(model, tokenizer, cfg, model_path, out_dir)
+    return _finish(rows, cfg, prompts, specs, model_path, started, out_dir, more)
+
+
+def score_set(
+    model: Any, tokenizer: Any, cfg: EvalConfig, model_path: str, out_dir: Path | None
+) -> dict[str, Any]:
+    """run_eval's measurement on a model already loaded (an eval suite): its metrics, written to `out_dir`."""
+    started = time.monotonic()
+    specs, prompts = eval_prompts(cfg, tokenizer)
+    with _reward_runner(specs, prompts, out_dir) as rewards:
+        rows = generate_and_score(model, tokenizer, prompts, cfg, rewards)
+    return _finish(rows, cfg, prompts, specs, model_path, started, out_dir, {})
+
+
+def eval_prompts(cfg: EvalConfig, tokenizer: Any) -> tuple[list[RewardSpec], list]:
+    """The rewards that score `cfg`'s eval set and its prompts, templated (the task's when `cfg.task`)."""
+    from r1lab.data import build_prompt_dataset
+    from r1lab.tasks import get_task
+
     task = get_task(cfg.task) if cfg.task else None
     specs = list(cfg.rewards) or ([RewardSpec(name=task.reward)] if task else [])
     if not specs:
@@ -53,8 +82,6 @@ def run_eval(
             fix="name one, e.g. `--reward math` (or `--task T` to use that task's reward)",
         )
     system_prompt = cfg.system_prompt if cfg.system_prompt is not None else (task and task.system_prompt)
-    model_cfg = ModelConfig(path=model_path, dtype=cfg.dtype)
-    tokenizer = load_tokenizer(model_cfg, path=resolve_model_path(model_path))
     with tempfile.TemporaryDirectory() as tmp:
         data_path = cfg.data or _write_task_set(task, cfg, Path(tmp))
         data_cfg = DataConfig(
@@ -62,14 +89,32 @@ def run_eval(
             columns=cfg.columns, max_length=1 << 20,  # never drop an eval prompt for its length
         )  # fmt: skip
         prompts = _eval_errors(build_prompt_dataset, data_cfg, tokenizer)
+    return specs, prompts
+
+
+@contextmanager
+def _reward_runner(specs: list[RewardSpec], prompts: list, out_dir: Path | None) -> Iterator[Any]:
+    """The rewards' runner, failures logged to out_dir/reward_errors.jsonl, the prompts' columns checked."""
+    from r1lab.rewards import RewardRunner
+
     errors_path = None if out_dir is None else Path(out_dir) / ERRORS_FILE
     if errors_path is not None:
         errors_path.unlink(missing_ok=True)  # an earlier eval's failures into the same folder
     with RewardRunner(specs, errors_path=errors_path) as rewards:
         _eval_errors(rewards.check_columns, set.intersection(*(set(p.columns) for p in prompts)))
-        model, tokenizer = load_model(model_cfg, trainable=False)
-        rows = generate_and_score(model, tokenizer, prompts, cfg, rewards)
-        more = {} if extra is None else extra(model, tokenizer, prompts, rewards)
+        yield rewards
+
+
+def _finish(
+    rows: list[dict],
+    cfg: EvalConfig,
+    prompts: list,
+    specs: list[RewardSpec],
+    model_path: str,
+    started: float,
+    out_dir: Path | None,
+    more: dict[str, Any],
+) -> dict[str, Any]:
     results = summarize(rows, cfg, len(prompts))
     results.update(
         model=model_path,
@@ -78,8 +123,13 @@ def run_eval(
         seconds=round(time.monotonic() - started, 1),
         **more,
     )
+    markdown = None
+    if results.get("suites"):
+        from r1lab.eval.suites import suites_markdown
+
+        markdown = "\n\n".join([results_markdown(results), *suites_markdown({"model": results})])
     if out_dir is not None:
-        write_results(results, rows, Path(out_dir))
+        write_results(results, rows, Path(out_dir), markdown)
     return results
 
 
@@ -240,12 +290,15 @@ def summarize(rows: list[dict], cfg: EvalConfig, num_problems: int) -> dict[str,
     return out
 
 
-def write_results(results: dict[str, Any], rows: list[dict], out_dir: Path) -> None:
-    """results.json, results.md and samples.jsonl, each written to a temp file and renamed into place."""
+def write_results(
+    results: dict[str, Any], rows: list[dict], out_dir: Path, markdown: str | None = None
+) -> None:
+    """results.json, results.md (`markdown`, else the metrics table) and samples.jsonl, each written to a temp
+    file and renamed into place."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "results.json": json.dumps(results, indent=2) + "\n",
-        "results.md": results_markdown(results) + "\n",
+        "results.md": (markdown or results_markdown(results)) + "\n",
     }
     write_jsonl(out_dir / "samples.jsonl", rows)
     for name, text in files.items():

@@ -60,7 +60,7 @@ def build_plan(
     recipe: RecipeConfig, experiment: Experiment, root: Path, files: dict[str, Path], source: Any
 ) -> Plan:
     """Resolve and validate every stage of every arm at every seed (nothing runs here)."""
-    evaluation = eval_config(recipe, files)
+    evaluation = eval_config(recipe, files, root)
     if evaluation is None:
         raise UserError(
             "an experiment needs an `eval:` section to compare its arms",
@@ -112,9 +112,11 @@ def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     config.get("train", {}).pop("resume", None)
     config.get("model", {}).pop("path", None)  # the input identity stands for it
     config.get("model", {}).pop("revision", None)
-    for section in (config.get("data"), config):
+    if config.get("suites") == []:  # an eval without suites keeps the key it had before they existed
+        config.pop("suites")
+    for section in (config.get("data"), config, *config.get("suites", [])):  # eval.suites: their files too
         if isinstance(section, dict):
-            for key in ("path", "eval_path", "data"):
+            for key in ("path", "eval_path", "data", "perplexity"):
                 value = section.get(key)
                 if isinstance(value, str) and Path(value).is_file():
                     section[key] = "sha256:" + hashlib.sha256(Path(value).read_bytes()).hexdigest()

@@ -38,6 +38,7 @@ class ArmData:
     sweep: dict[str, Any] | None
     seeds: list[Any] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)  # results.json per seed
+    eval_dirs: list[str] = field(default_factory=list)  # the evaluation folder per seed (its suites/ inside)
     rows: list[dict[int, dict]] = field(default_factory=list)  # greedy sample row per problem, per seed
     train_seconds: list[float | None] = field(default_factory=list)
     tokens_trained: list[float | None] = field(default_factory=list)
@@ -119,6 +120,12 @@ def write_experiment_report(root: Path) -> Path:
         md += [f"## Sweep over `{key}`", table]
     if differ:
         md += [f"## Where they differ (vs {baseline}, first seed)", differ]
+    from r1lab.experiments.forgetting import SUITES_NOTE, suite_sections
+
+    suites = suite_sections(arms, baseline, paired)  # eval.suites: the change on every other held-out set
+    for heading, table in suites:
+        md += [f"## {heading}", table]
+    md += [SUITES_NOTE] if suites else []
     md += ["## Eval metrics per arm and seed", tables["metrics"]]
     contamination = contamination_table(exp)  # None when no stage's data and eval set are files
     if contamination:
@@ -137,6 +144,9 @@ def write_experiment_report(root: Path) -> Path:
     if differ:
         parts += [f"<h2>Where they differ (vs {html.escape(baseline)}, first seed)</h2>"]
         parts += [markdown_table_to_html(differ), *_differ_examples(arms, baseline)]
+    for heading, table in suites:
+        parts += [f"<h2>{html.escape(heading)}</h2>", markdown_table_to_html(table)]
+    parts += [f"<p class=meta>{html.escape(SUITES_NOTE)}</p>"] if suites else []
     parts += ["<h2>Eval metrics per arm and seed</h2>", markdown_table_to_html(tables["metrics"])]
     if contamination:
         parts += ["<h2>Training data vs eval set (`r1lab data check`)</h2>"]
@@ -166,6 +176,7 @@ def _load_arm(raw: dict[str, Any]) -> ArmData:
             shared[run["eval_dir"]] = {r["problem"]: r for r in rows if r["kind"] == "greedy"}
         arm.seeds.append(run["seed"])
         arm.results.append(json.loads(results_path.read_text()))
+        arm.eval_dirs.append(run["eval_dir"])
         arm.rows.append(shared[run["eval_dir"]])
         seconds, trained, generated = _cost(run["chain"])
         arm.train_seconds.append(seconds)

@@ -53,9 +53,14 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def bootstrap_means(x: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
-    """Hierarchical bootstrap of the grand mean of `x[s, p]`: seeds drawn with replacement, then problems."""
+def bootstrap_means(
+    x: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Hierarchical bootstrap of the grand mean of `x[s, p]`: seeds drawn with replacement, then problems.
+    `weights[p]` (a perplexity suite: each document's target tokens): the drawn problems' weighted mean, so a
+    resample of per-document mean NLLs is the token-weighted mean NLL of the drawn documents."""
     x = as_matrix(x)
+    w = None if weights is None else np.asarray(weights, dtype=float)
     rng = np.random.default_rng(seed)
     seeds, problems = x.shape
     out = np.empty(resamples)
@@ -65,7 +70,11 @@ def bootstrap_means(x: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED)
         s = rng.integers(0, seeds, size=(n, seeds))
         p = rng.integers(0, problems, size=(n, problems))
         # mean over drawn seeds of the mean over drawn problems: x[s][:, p] per resample
-        per_problem_mean = x[s[:, :, None], p[:, None, :]].mean(axis=2)
+        drawn = x[s[:, :, None], p[:, None, :]]
+        if w is None:
+            per_problem_mean = drawn.mean(axis=2)
+        else:
+            per_problem_mean = (drawn * w[p][:, None, :]).sum(axis=2) / w[p].sum(axis=1)[:, None]
         out[start : start + n] = per_problem_mean.mean(axis=1)
     return out
 
@@ -110,11 +119,13 @@ class ArmStats:
     per_seed: list[float]
 
 
-def arm_stats(x: np.ndarray | list, resamples: int = RESAMPLES, seed: int = SEED) -> ArmStats:
+def arm_stats(
+    x: np.ndarray | list, resamples: int = RESAMPLES, seed: int = SEED, weights: np.ndarray | None = None
+) -> ArmStats:
     x = as_matrix(x)
-    per_seed = x.mean(axis=1)
+    per_seed = x.mean(axis=1) if weights is None else x @ (np.asarray(weights, float) / np.sum(weights))
     spread = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0
-    interval = percentile_interval(bootstrap_means(x, resamples, seed))
+    interval = percentile_interval(bootstrap_means(x, resamples, seed, weights))
     return ArmStats(float(per_seed.mean()), spread, interval, [float(v) for v in per_seed])
 
 
@@ -129,18 +140,32 @@ class PairedStats:
 
 
 def paired_stats(
-    arm: np.ndarray | list, baseline: np.ndarray | list, resamples: int = RESAMPLES, seed: int = SEED
+    arm: np.ndarray | list,
+    baseline: np.ndarray | list,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    weights: np.ndarray | None = None,
 ) -> PairedStats:
+    """Correctness matrices (McNemar per seed); with `weights`, per-document values (mean NLL) whose Δ is their
+    weighted mean difference, p always the bootstrap p (per seed: the difference, the documents the arm is
+    lower / higher on, no p)."""
     a, z = _pair(np.asarray(arm), np.asarray(baseline))
     d = a - z
-    draws = bootstrap_means(d, resamples, seed)
-    per_seed = [(float(d[s].mean()), *mcnemar_exact(a[s], z[s])) for s in range(d.shape[0])]
-    if d.shape[0] == 1:
+    draws = bootstrap_means(d, resamples, seed, weights)
+    if weights is None:
+        per_seed = [(float(d[s].mean()), *mcnemar_exact(a[s], z[s])) for s in range(d.shape[0])]
+    else:
+        w = np.asarray(weights, dtype=float) / np.sum(weights)
+        per_seed = [
+            (float(d[s] @ w), int((d[s] < 0).sum()), int((d[s] > 0).sum()), np.nan) for s in range(len(d))
+        ]
+    if d.shape[0] == 1 and weights is None:
         p = per_seed[0][3]
     else:
         tail = min((draws <= 0).mean(), (draws >= 0).mean())
         p = float(min(1.0, max(2 * tail, 1 / len(draws))))  # never 0: at best "below 1 in `resamples`"
-    return PairedStats(float(d.mean()), percentile_interval(draws), p, per_seed)
+    diff = float(d.mean()) if weights is None else float(np.mean([v[0] for v in per_seed]))
+    return PairedStats(diff, percentile_interval(draws), p, per_seed)
 
 
 def align(arm: dict[Any, np.ndarray], baseline: dict[Any, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
@@ -156,15 +181,20 @@ def align(arm: dict[Any, np.ndarray], baseline: dict[Any, np.ndarray]) -> tuple[
 
 
 def compare_to_baseline(
-    arms: dict[str, dict[Any, np.ndarray]], baseline: str, resamples: int = RESAMPLES, seed: int = SEED
+    arms: dict[str, dict[Any, np.ndarray]],
+    baseline: str,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    weights: np.ndarray | None = None,
 ) -> dict[str, PairedStats]:
     """Paired statistics of every other arm against `baseline` (arms: label -> {seed: correctness vector}, an
-    untrained arm as {None: vector}), on the seeds both have; Holm-adjusted across those arms."""
+    untrained arm as {None: vector}; with `weights`, per-document values), on the seeds both have;
+    Holm-adjusted across those arms."""
     out = {}
     for label, by_seed in arms.items():
         if label != baseline:
             a, z, seeds = align(by_seed, arms[baseline])
-            out[label] = paired_stats(a, z, resamples, seed)
+            out[label] = paired_stats(a, z, resamples, seed, weights)
             out[label].seeds = seeds
     for label, adjusted in zip(out, holm([s.p for s in out.values()]), strict=True):
         out[label].p_holm = adjusted
