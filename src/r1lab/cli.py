@@ -502,7 +502,7 @@ def data_verifier_sft(
     temperature: float = 1.0,
     max_new_tokens: int = 256,
     batch_size: int = 8,
-    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own) or vllm")] = "hf",
+    engine: Annotated[str, typer.Option(help="generation engine: hf (r1lab's own), vllm or auto")] = "hf",
 ) -> None:
     """Generative-verifier data: candidates (sampled from MODEL or read with --from) labelled by the verifier,
     written as judge prompt -> short judgement + "Verdict: correct|incorrect" rows with a `label` column."""

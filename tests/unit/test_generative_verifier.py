@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from r1lab.cli import app
-from r1lab.config import RewardSpec, SFTConfig, validate
+from r1lab.config import DataConfig, RewardSpec, SFTConfig, validate
+from r1lab.data import build_prompt_dataset, build_sft_dataset
 from r1lab.errors import UserError
 from r1lab.rewards import RewardRunner, load_reward
 from r1lab.rewards.verifier import (
@@ -53,7 +54,7 @@ def test_verdict_parser_and_reward():
         label_value("maybe")
 
 
-def test_rows_and_labels_from_a_samples_file(tmp_path):
+def test_rows_and_labels_from_a_samples_file(tmp_path, tiny_tokenizer):
     src = samples_file(
         tmp_path / "s.jsonl", [(RIGHT, 5), (WRONG, 5), (RIGHT, 5), ("2+3\nAnswer: 5", 5), ("", 5)]
     )
@@ -68,6 +69,17 @@ def test_rows_and_labels_from_a_samples_file(tmp_path):
     assert rows[0]["provenance"] == {"model": None, "sampling": None, "rewards": ["arithmetic"],
                                      "source": str(src), "problem": 0, "sample": "s.jsonl:1", "score": 1.0}  # fmt: skip
     assert json.loads(sidecar(out).read_text())["kind"] == "generative_verifier"
+    sft = build_sft_dataset(
+        DataConfig(path=str(out), shuffle=False), tiny_tokenizer
+    )  # the rows as SFT reads them
+    trained = [t for t, label in zip(sft[1]["input_ids"], sft[1]["labels"], strict=True) if label != -100]
+    assert tiny_tokenizer.decode(trained).startswith("The candidate's final answer is 6.\nVerdict: incorrect")
+    prompts = list(build_prompt_dataset(DataConfig(path=str(out), format="prompt"), tiny_tokenizer))
+    assert [p.columns["label"] for p in prompts] == [
+        "correct",
+        "incorrect",
+        "correct",
+    ]  # the verdict reward's gold
     balanced = make_verifier_data(
         VerifierDataOptions(out=out, samples=str(src), rewards=["arithmetic"], balance=True)
     )

@@ -2,7 +2,8 @@
 written as judge rows for SFT and RL.
 
 Candidates come from a model (`MODEL --task T` or `--data FILE --reward R`: --n samples per prompt at
---temperature plus the one greedy completion, the eval runner's rows as `data distill` draws them) or from a
+--temperature plus the one greedy completion, the eval runner's rows as `data distill` draws them; --engine
+hf | vllm | auto, the one that ran recorded) or from a
 file of samples (`--from FILE`: rows with `prompt` and `completion` and the columns the reward reads). Each is
 scored by the reward; its accuracy (>= 1) is the label. A row is
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec
+from r1lab.config import DataConfig, EvalConfig, ModelConfig, RewardSpec, RolloutConfig
 from r1lab.data import build_prompt_dataset, write_jsonl
 from r1lab.errors import UserError
 from r1lab.rewards import RewardRunner
@@ -77,8 +78,8 @@ def make_verifier_data(opts: VerifierDataOptions) -> dict[str, int]:
     if not specs:
         raise UserError("the candidates need a verifier to label them", where=f"{WHERE} --reward",
                         fix="give --task T (its reward) or --reward NAME, e.g. --reward math")  # fmt: skip
-    if opts.engine not in ("hf", "vllm"):
-        raise UserError(f"unknown engine {opts.engine!r}", where=f"{WHERE} --engine", fix="hf or vllm")
+    if opts.engine not in ("hf", "vllm", "auto"):
+        raise UserError(f"unknown engine {opts.engine!r}", where=f"{WHERE} --engine", fix="hf, vllm or auto")
     with RewardRunner(specs) as runner:
         if runner.accuracy_index is None:
             raise UserError(f"the rewards {[s.name for s in specs]} have no correctness check to label with",
@@ -90,12 +91,14 @@ def make_verifier_data(opts: VerifierDataOptions) -> dict[str, int]:
 def _sample(opts: VerifierDataOptions, task: Any, runner: RewardRunner) -> list[Candidate]:
     from r1lab.eval.runner import generate_and_score
     from r1lab.models import load_model
+    from r1lab.rollout.engine_choice import resolve_engine
 
     if not opts.task and not opts.data:
         raise UserError(
             "sampling needs prompts", where=f"{WHERE} --task / --data", fix="give --task T or --data FILE"
         )
     model, tokenizer = load_model(ModelConfig(path=str(opts.model)), trainable=False)
+    opts.engine = resolve_engine(RolloutConfig(engine=opts.engine), model).engine  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         source = opts.data or str(
             write_jsonl(
