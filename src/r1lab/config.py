@@ -165,6 +165,17 @@ class HFTConfig(Strict):
     others: Literal["train", "freeze"] = "train"  # embeddings, norms, LM head (the paper does not say)
 
 
+class UDSConfig(Strict):
+    """UDS (online batch selection): each micro-batch row scored by the nuclear norm of its target logits +
+    alpha x its mean L2 distance to a FIFO queue of the last selected rows' logit sketches; only the top `keep`
+    rows of every micro-batch are back-propagated and enqueued (r1lab.stages.sft_uds)."""
+
+    keep: int = Field(4, gt=0)  # rows back-propagated per micro-batch (the paper's code: K = 4)
+    alpha: float = Field(2.5e-3, ge=0)  # the diversity term's weight (their script: 1.5e-3)
+    queue: int = Field(1024, gt=0)  # selected rows remembered
+    sketch_dim: int = Field(1024, gt=0)  # coordinates of the logit sketch
+
+
 class SFTConfig(TrainingStage):
     kind: Literal["sft"] = "sft"
     model: ModelConfig = ModelConfig()
@@ -176,11 +187,25 @@ class SFTConfig(TrainingStage):
     mask_thought: MaskThoughtConfig | None = None  # Masked Thought: mask response tokens in the input
     hft: HFTConfig | None = None  # Half Fine-Tuning; `hft: true` takes the defaults
     otr: OTRConfig | None = None  # knobs of `loss: otr` (None: OTRConfig's defaults)
+    uds: UDSConfig | None = None  # UDS: back-propagate only the top rows of each micro-batch
 
     @field_validator("hft", mode="before")
     @classmethod
     def _hft_flag(cls, value: Any) -> Any:
         return {} if value is True else None if value is False else value
+
+    @model_validator(mode="after")
+    def _uds_selects_rows(self) -> SFTConfig:
+        if self.uds is not None and self.packing:
+            raise ValueError(
+                "uds selects rows of a micro-batch, but packing puts several examples in a row: remove one"
+            )
+        if self.uds is not None and self.uds.keep >= self.train.batch_size:
+            raise ValueError(
+                f"uds.keep {self.uds.keep} keeps every row of a micro-batch of train.batch_size "
+                f"{self.train.batch_size}: set it below the batch size"
+            )
+        return self
 
     @model_validator(mode="after")
     def _otr_knobs_need_otr(self) -> SFTConfig:

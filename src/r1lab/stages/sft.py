@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from r1lab.algorithms.sft_losses import IGNORE_INDEX, SFT_LOSSES
 from r1lab.config import OTRConfig, SFTConfig, dump_config
 from r1lab.data import build_sft_dataset, collate, read_sft_data
 from r1lab.data.mask_thought import ThoughtMasker
+from r1lab.errors import UserError
 from r1lab.models import load_model
+from r1lab.stages.sft_uds import UDSSelector, target_logits
 from r1lab.stages.sft_vlm import vision_sft
 from r1lab.training.accel import build_accelerator, prepare_model, seed_everything
 from r1lab.training.backends import require_backends
@@ -58,6 +59,12 @@ def run_sft(cfg: SFTConfig) -> Path:
 
     resume_from = resume_point(train, out)  # a folder holding an earlier run is refused before any work
     vision = vision_sft(cfg, seed=train.seed)  # a VLM (stages/sft_vlm.py): its rows read with their images
+    if vision and cfg.uds:
+        raise UserError(
+            "uds selects rows of text micro-batches; image rows are not supported",
+            where="uds",
+            fix="remove uds for a vision-language model",
+        )
     read = None if vision else read_sft_data(cfg.data, seed=train.seed)  # data mistakes show before the model
     if vision:
         model, tokenizer = vision.load()
@@ -73,6 +80,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     total = train.max_steps or max(1, math.ceil(train.epochs * order.steps_per_epoch))
     thought = cfg.mask_thought
     masker = thought and ThoughtMasker(thought, tokenizer, seed=train.seed, total_steps=total)
+    uds = cfg.uds and UDSSelector(cfg.uds, seed=train.seed)
 
     model = prepare_model(accelerator, model, train)  # DDP, or sharded by FSDP2 (train.distributed)
     optimizer = accelerator.prepare(build_optimizer(model, cfg.optim))
@@ -82,6 +90,8 @@ def run_sft(cfg: SFTConfig) -> Path:
     if resume_from is not None:
         must_match = {"global_batch": (global_batch, "train.batch_size x train.grad_accum x processes")}
         start = int(restore(resume_from, accelerator, model, optimizer, scheduler, must_match)["step"])
+        if uds and not uds.load(resume_from, rank):
+            console.print(f"uds: {resume_from} holds no selection queue; it starts empty")
     if main:
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty run folder
         dump_config(cfg, out / "config.yaml")
@@ -111,9 +121,11 @@ def run_sft(cfg: SFTConfig) -> Path:
         saved.append(step)
         epoch, position = order.position(step)
         meta = {"epoch": epoch, "position": position, "global_batch": global_batch, "seed": train.seed}
-        save_checkpoint(
+        path = save_checkpoint(
             accelerator, model, files, optimizer, scheduler, out, step, meta, train.save_total_limit
         )
+        if uds:
+            uds.save(path, rank)
 
     pad_id = tokenizer.pad_token_id
     # tokens/s counts training compute only (not checkpoint or eval time); elapsed is wall time.
@@ -127,6 +139,8 @@ def run_sft(cfg: SFTConfig) -> Path:
                 micro = shard(indices, lengths, rank=rank, world=world, micro_batch=train.batch_size)
                 batches = [batch_of([dataset[i] for i in ids], pad_id) for ids in micro]
                 targets = [_shifted_targets(b) for b in batches]  # before masking: labels stay the original
+                if uds:  # UDS: only the top rows of each micro-batch go on (scored before any masking)
+                    batches, targets = uds.select(model, batches, targets, accelerator.device)
                 if masker:
                     batches = masker(batches, step, rank)
                 local = torch.tensor(float(sum(int((t != IGNORE_INDEX).sum()) for t in targets)))
@@ -164,6 +178,8 @@ def run_sft(cfg: SFTConfig) -> Path:
                     }
                     if masker:
                         metrics["mask_rate"] = masker.rate(step - 1)
+                    if uds:
+                        metrics["uds_kept"] = uds.take_rate()
                     tracker.log(step, metrics)
                     window_tokens, window_time = 0, 0.0
                 tracker.advance(step)
@@ -228,9 +244,7 @@ def _forward_loss(
     model: Any, batch: dict[str, torch.Tensor], targets: torch.Tensor, loss_fn: Any, device: torch.device
 ) -> torch.Tensor:
     """Summed loss of one micro-batch; the LM head runs only on positions that have a target."""
-    keep = F.pad(targets != IGNORE_INDEX, (0, 1), value=False)  # [B, T]: positions whose logits we need
-    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, logits_to_keep=keep.to(device), use_cache=False).logits  # [K, V]
+    logits = target_logits(model, batch, targets, device)  # [K, V]
     summed, _ = loss_fn(logits, targets[targets != IGNORE_INDEX].to(device))
     return summed
 
