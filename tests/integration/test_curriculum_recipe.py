@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from test_recipe_cli import r1lab  # the CLI in a child process
 
 REWARDS = [
     {"name": "difficulty_weighted", "kwargs": {"reward": "countdown_partial", "reference": 3}},
@@ -38,12 +37,6 @@ def recipe(tmp_path: Path, model_dir: Path, easy: dict) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def r1lab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "r1lab.cli", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 def _jsonl(path: Path | str) -> list[dict]:
