@@ -150,7 +150,7 @@ def stage_config(
     entry["model"] = deep_merge(recipe.model.model_dump(), entry.get("model", {}))
     entry["train"] = {**entry.get("train", {}), "output_dir": str(output_dir)}
     if recipe.task is not None:
-        task_name, files = _stage_task(recipe, entry.pop("task", None), files, where)
+        task_name, files = _stage_task(recipe, entry, files, where)
         entry = _task_defaults(entry, kind, task_name, files)
     elif "task" in entry:
         raise UserError(
@@ -161,11 +161,18 @@ def stage_config(
     return validate(STAGE_KINDS[kind], entry, where)
 
 
-def _stage_task(recipe: RecipeConfig, raw: Any, files: dict[str, Path], where: str) -> tuple[str, dict]:
-    """A stage's own `task:` (a curriculum step, r1lab.tasks.stage_task): its name and its train file; the
-    test file stays the recipe's. Without one: the recipe's task and files."""
+def _stage_task(recipe: RecipeConfig, entry: dict, files: dict[str, Path], where: str) -> tuple[str, dict]:
+    """A stage's own `task:` (popped from its entry; a curriculum step, r1lab.tasks.stage_task): its name and its
+    train file; the test file stays the recipe's. Without one: the recipe's task and files."""
+    raw = entry.pop("task", None)
     if raw is None:
         return recipe.task.name, files
+    if "path" in entry.get("data", {}):
+        raise UserError(
+            "this stage has both `task:` (its train file) and `data.path`",
+            where=f"{where}: task",
+            fix="keep one: `task:` writes the stage's problems, `data.path` trains on a file of yours",
+        )
     from r1lab.tasks.stage_task import merged_task, stage_train_file
 
     task = merged_task(recipe.task, raw, where)

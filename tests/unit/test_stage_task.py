@@ -100,6 +100,12 @@ def test_a_bad_stage_task_is_named_with_its_stage_and_option(tmp_path, stage_tas
     assert said in e.value.render()
 
 
+def test_a_stage_task_with_its_own_data_path_is_refused(tmp_path):
+    recipe = _recipe(tmp_path, [_rl("rl", task={"options": {"count": 2}}, data={"path": "mine.jsonl"})])
+    with pytest.raises(UserError, match=r"both `task:` .* and `data\.path`"):
+        resolve_stages(recipe, tmp_path, write_task_files(recipe, tmp_path), "test")
+
+
 def test_a_stage_task_needs_a_recipe_task(tmp_path):
     raw = {"name": "x", "output_dir": str(tmp_path), "stages": [_rl("rl", task={"options": {"count": 2}})]}
     recipe = validate(RecipeConfig, raw, "test")
