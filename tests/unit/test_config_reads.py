@@ -121,10 +121,11 @@ def test_every_sft_key_is_read(tmp_path, tiny_model_dir, reads):
     data = _sft_data(tmp_path)
     base = {"model": {"path": str(tiny_model_dir)}, "data": {"path": data, "max_length": 64}}
     variants = [
-        {  # full fine-tuning, eval on, max_steps, warmup from warmup_ratio, checkpoints, HFT, Masked Thought
+        {  # full fine-tuning, eval on, max_steps, warmup from warmup_ratio, checkpoints, HFT, Masked Thought, UDS
             "data": {"eval_fraction": 0.2, "overlong": "truncate"},
             "hft": {"others": "freeze"},
             "mask_thought": {"p_max": 0.3, "warmup_fraction": 0.5, "replace_with": "token", "token": "<pad>"},
+            "uds": {"keep": 1, "alpha": 1e-3, "queue": 8, "sketch_dim": 16},
             "optim": {"warmup_ratio": 0.5},
             "train": {"output_dir": str(tmp_path / "a"), "max_steps": 2, "batch_size": 2, "eval_every": 1,
                       "save_every": 1, "save_total_limit": 1},
