@@ -30,6 +30,7 @@ from r1lab.rewards.verifier_model import GenerativeVerifierReward
 from r1lab.stages.rl import run_rl
 from r1lab.stages.sft import run_sft
 from r1lab.stages.verifier_data import VerifierDataOptions, make_verifier_data
+from tiny import build_reward_model
 
 PROBLEM = "What is 2 + 3?"
 RIGHT, WRONG = "2 + 3 = 5\nAnswer: 5", "2 + 3 = 6\nAnswer: 6"
@@ -176,6 +177,10 @@ def test_bad_verifier_folders(tmp_path, tiny_model_dir):
     (marked / MARKER).write_text(json.dumps({"kind": "generative_verifier"}))
     with pytest.raises(UserError, match="no option 'sigmoid'"):
         load_reward(RewardSpec(name=f"model:{marked}", kwargs={"sigmoid": False}))
+    orm = build_reward_model(tmp_path / "orm", AutoTokenizer.from_pretrained(marked))
+    shutil.copy(marked / MARKER, orm / MARKER)
+    with pytest.raises(UserError, match="holds a LlamaForSequenceClassification, not a causal LM"):
+        load_reward(RewardSpec(name=f"model:{orm}"))
     # a tokenizer with "Verdict: correct" as one token merges the verdict word with its prefix
     tokenizer = AutoTokenizer.from_pretrained(marked)
     tokenizer.add_tokens(["Verdict: correct"])

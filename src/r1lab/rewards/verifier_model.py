@@ -14,6 +14,7 @@ of each other (so either could start the other verdict), is refused when the fol
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,20 @@ class GenerativeVerifierReward:
 
         self.path, self.batch_size = path, batch_size
         self.meta = read_marker(path) or {}
+        config = path / "config.json"
+        archs = (
+            (json.loads(config.read_text()).get("architectures") or [""])
+            if config.is_file()
+            else ["ForCausalLM"]
+        )
+        if not archs[0].endswith("ForCausalLM"):  # e.g. a marker copied into a reward model's folder
+            raise UserError(
+                f"{path} has a {MARKER} marker but holds a {archs[0] or 'model of unknown architecture'}, not a "
+                "causal LM: a generative verifier writes its verdict with a language-model head",
+                where=str(path / MARKER),
+                fix="give the final/ folder of an SFT or RL stage trained on r1lab data verifier-sft rows, or "
+                "remove the marker to use the folder as what it is",
+            )
         self.model, self.tokenizer = load_model(ModelConfig(path=str(path)), trainable=False)
         self.model.eval().requires_grad_(False)
         try:  # the tokenizer check, once, on a probe
