@@ -446,13 +446,23 @@ def data_select_report(
 def data_metis(
     rl_stage: Annotated[Path, typer.Argument(help="an RL stage folder (it holds prompt_stats.jsonl)")],
     out: Annotated[Path, typer.Option(help="where to write the SFT records (JSONL)")],
+    teacher: Annotated[
+        str | None, typer.Option(help="acc = 0 prompts: its verified samples before the written solutions")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="teacher samples per prompt (and its greedy one)")] = 8,
+    temperature: float = 0.7,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
 ) -> None:
     """Metis-RISE's targeted SFT data from an RL stage's per-prompt accuracy: the recorded verified-correct
-    self-sample of each prompt with 0 < acc < 1, the written solution of each prompt with acc = 0."""
-    from r1lab.stages.metis import build_metis_data
+    self-sample of each prompt with 0 < acc < 1, the written (or --teacher's verified) solution of each prompt
+    with acc = 0."""
+    from r1lab.stages.metis import Teacher, build_metis_data
 
-    counts = build_metis_data(rl_stage, out)
-    console.print(f"[green]wrote[/green] {counts['self'] + counts['written']} records to {out}")
+    taught = Teacher(teacher, k, temperature, max_new_tokens, batch_size) if teacher else None
+    counts = build_metis_data(rl_stage, out, taught)
+    kept = counts["self"] + counts["teacher"] + counts["written"]
+    console.print(f"[green]wrote[/green] {kept} records to {out}")
 
 
 @data_app.command("distill")

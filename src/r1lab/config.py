@@ -802,6 +802,19 @@ class MetisConfig(Strict):
     kind: Literal["metis"] = "metis"
     rl_stage: str = ""  # the RL stage folder; set by the pipeline (`input:`'s stage, else the previous one)
     output: str = ""  # set by the pipeline: the stage folder
+    # acc = 0 prompts: this model's first verified sample instead of the written solution (kept where it finds none)
+    teacher: str | None = None
+    k: int = Field(8, ge=1)  # teacher samples per prompt, besides its greedy one
+    temperature: float = Field(0.7, ge=0)
+    max_new_tokens: int = Field(256, gt=0)
+    batch_size: int = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _sampling_needs_a_teacher(self) -> MetisConfig:
+        knobs = sorted({"k", "temperature", "max_new_tokens", "batch_size"} & self.model_fields_set)
+        if self.teacher is None and knobs:
+            raise ValueError(f"{knobs[0]} sets how the teacher samples, but no teacher is set: add one")
+        return self
 
 
 STAGE_KINDS = {

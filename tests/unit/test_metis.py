@@ -54,7 +54,15 @@ STATS = [
 def test_buckets_self_samples_for_mixed_and_written_solutions_for_never_solved(tmp_path):
     folder = write_stats(tmp_path / "rl", STATS)
     counts = build_metis_data(folder, tmp_path / "sft.jsonl")
-    assert counts == {"prompts": 5, "solved": 1, "self": 2, "written": 1, "no_solution": 1, "no_sample": 0}
+    assert counts == {
+        "prompts": 5,
+        "solved": 1,
+        "self": 2,
+        "teacher": 0,
+        "written": 1,
+        "no_solution": 1,
+        "no_sample": 0,
+    }
     assert read(tmp_path / "sft.jsonl") == [
         {
             "prompt": "question 1",
@@ -87,7 +95,9 @@ def test_no_prompt_in_either_bucket_says_so_and_writes_nothing(tmp_path):
 
 def test_never_solved_without_written_solutions_is_refused(tmp_path):
     folder = write_stats(tmp_path / "rl", [line(1, 0, 4, 0, solution=None), line(1, 1, 4, 4, completion="c")])
-    with pytest.raises(UserError, match="1 never-solved prompts but none of them has a written solution"):
+    with pytest.raises(
+        UserError, match=r"1 never-solved prompts but none of them has a written \(or teacher's\) solution"
+    ):
         build_metis_data(folder, tmp_path / "sft.jsonl")
 
 
@@ -152,3 +162,35 @@ def test_a_metis_step_must_follow_an_rl_stage(tmp_path, tiny_model_dir, stages, 
             load_recipe(path), tmp_path, {"train": tmp_path / "t.jsonl", "test": tmp_path / "e.jsonl"}
         )
     assert where in str(err.value.where)
+
+
+# the scripted verifier of the teacher test: only "question 2" counts as solved, whatever the completion
+ONLY_Q2 = """
+def only_q2(completion, *, prompt, **columns):
+    return 1.0 if prompt == "question 2" else 0.0
+"""
+
+
+def test_a_teacher_solves_never_solved_prompts_verified_by_the_rl_rewards(tmp_path, tiny_model_dir):
+    from r1lab.config import RLConfig, dump_config, validate
+    from r1lab.stages.metis import Teacher
+
+    folder = write_stats(tmp_path / "rl", STATS)
+    (tmp_path / "q2.py").write_text(ONLY_Q2)
+    rl = {"data": {"path": "p.jsonl"}, "rewards": [{"name": f"{tmp_path / 'q2.py'}:only_q2"}]}
+    dump_config(validate(RLConfig, rl), folder / "config.yaml")
+    counts = build_metis_data(
+        folder, tmp_path / "sft.jsonl", Teacher(str(tiny_model_dir), k=2, max_new_tokens=4)
+    )
+    assert (counts["teacher"], counts["written"], counts["self"], counts["no_solution"]) == (1, 0, 2, 1)
+    rows = {r["prompt"]: r for r in read(tmp_path / "sft.jsonl")}
+    assert rows["question 2"]["metis"]["bucket"] == "teacher"  # the teacher's greedy sample, not "s2"
+    assert rows["question 2"]["completion"] != "s2"
+    assert "question 3" not in rows  # the teacher failed it and nothing is written
+
+
+def test_teacher_knobs_without_a_teacher_are_refused():
+    from r1lab.config import MetisConfig, validate
+
+    with pytest.raises(UserError, match="k sets how the teacher samples"):
+        validate(MetisConfig, {"kind": "metis", "k": 4})

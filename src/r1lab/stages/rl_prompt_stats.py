@@ -3,7 +3,8 @@
 After every step, one line per training prompt rolled out in it (every generation round, refills included):
 `{"step", "prompt" (its index in the run's prompt list), "text", "n" (rollouts), "correct" (verified by the
 accuracy reward: >= 1)}`, plus, on the first line of a prompt, its `solution` (the data's written one, the
-`completion` column, or null) and, the first time one of its rollouts verifies, that `completion`.
+`completion` column, or null) and its other `columns` (what the rewards read: a teacher's samples are verified
+with them) and, the first time one of its rollouts verifies, that `completion`.
 A prompt's accuracy is its correct / n summed over its lines (`read_prompt_stats`). A resumed run first drops the
 lines of the steps after its checkpoint (as samples.jsonl), so the file always matches the weights it goes on from.
 `r1lab data metis` (r1lab.stages.metis) builds the targeted SFT data from it.
@@ -33,6 +34,7 @@ class PromptAccuracy:
     correct: int = 0
     completion: str | None = None  # one verified-correct rollout, the first seen
     solution: str | None = None  # the data's written solution
+    columns: dict[str, Any] | None = None  # the reward columns (gold answer...)
 
     @property
     def accuracy(self) -> float:
@@ -51,6 +53,7 @@ def read_prompt_stats(path: Path) -> dict[int, PromptAccuracy]:
         acc.correct += int(row["correct"])
         acc.completion = acc.completion or row.get("completion")
         acc.solution = acc.solution or row.get("solution")
+        acc.columns = acc.columns or row.get("columns")
     return totals
 
 
@@ -90,6 +93,7 @@ class PromptStats:
         if index not in self.seen:
             self.seen.add(index)
             row["solution"] = written_solution(prompt.columns)
+            row["columns"] = {k: v for k, v in prompt.columns.items() if k != "data_completion"}
         return row
 
 
