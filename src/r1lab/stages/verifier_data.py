@@ -98,6 +98,7 @@ def _sample(opts: VerifierDataOptions, task: Any, runner: RewardRunner) -> list[
             "sampling needs prompts", where=f"{WHERE} --task / --data", fix="give --task T or --data FILE"
         )
     model, tokenizer = load_model(ModelConfig(path=str(opts.model)), trainable=False)
+    # auto resolved here, so the provenance records the engine that ran
     opts.engine = resolve_engine(RolloutConfig(engine=opts.engine), model).engine  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         source = opts.data or str(
@@ -187,10 +188,7 @@ def _write(
     if opts.balance:
         rng = random.Random(opts.seed)
         keep = min(len(good), len(bad))
-        good, bad = (
-            (rng.sample(good, keep) if len(good) > keep else good),
-            (rng.sample(bad, keep) if len(bad) > keep else bad),
-        )
+        good, bad = rng.sample(good, keep), rng.sample(bad, keep)  # row order is restored below
     order = {id(c): i for i, c in enumerate(unique)}
     chosen = sorted(good + bad, key=lambda c: order[id(c)])
     source = (
