@@ -90,6 +90,9 @@ def test_noisy_pool_refuses_shares_that_are_not_shares(tmp_path) -> None:
         build_noisy_pool(
             "countdown", 10, {"near_duplicate": 0.5, "wrong": 0.5}, tmp_path / "p", tmp_path / "l"
         )
+    with pytest.raises(UserError, match=r"row row-\d+ \(off_format\) passes the verifier") as e:
+        build_noisy_pool("lookup", 10, {"off_format": 0.5}, tmp_path / "p.jsonl", tmp_path / "l.jsonl")
+    assert "--off-format 0" in (e.value.fix or "")  # lookup's reward reads an answer off the Answer: line too
     with pytest.raises(UserError, match="the same file"):
         build_noisy_pool("countdown", 10, {}, tmp_path / "p.jsonl", tmp_path / "p.jsonl")
     assert not (tmp_path / "p.jsonl").exists()

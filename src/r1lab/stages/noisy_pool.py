@@ -28,6 +28,12 @@ from r1lab.tasks import ANSWER_PREFIX, get_task
 from r1lab.tasks.visual.base import write_task_file
 
 KINDS = ("wrong", "truncated", "near_duplicate", "off_format")
+FLAGS = {
+    "wrong": "wrong",
+    "truncated": "truncated",
+    "near_duplicate": "near-duplicates",
+    "off_format": "off-format",
+}
 OFF_FORMATS = ("So the result is {}.", "The final answer is **{}**", "\\boxed{{{}}}", "=> {}")
 
 
@@ -78,9 +84,7 @@ def build_noisy_pool(
                 "completion": _with_answer(row["completion"], _wrong_answer(row, rows, verify, rng)),
             }
         elif kinds[i] == "truncated":
-            text = row["completion"]
-            cut = text[: int(len(text) * rng.uniform(0.2, 0.8))]
-            row = {**row, "completion": cut[: cut.rfind(ANSWER_PREFIX)] if ANSWER_PREFIX in cut else cut}
+            row = {**row, "completion": _truncate(row["completion"], rng)}
         elif kinds[i] == "near_duplicate":
             source = rng.choice(clean)
             label["of"] = f"row-{source:05d}"
@@ -101,6 +105,14 @@ def build_noisy_pool(
 def _score(verify: Any, row: dict[str, Any], completion: str) -> float:
     columns = {k: v for k, v in row.items() if k not in ("prompt", "completion", "id")}
     return float(verify(completion, prompt=row["prompt"], **columns) or 0.0)
+
+
+def _truncate(text: str, rng: random.Random) -> str:
+    """The first 20-80% of the characters, less any part of the answer line; a solution that is its answer line
+    alone keeps half of the `Answer:` word."""
+    cut = text[: int(len(text) * rng.uniform(0.2, 0.8))]
+    cut = cut[: cut.rfind(ANSWER_PREFIX)] if ANSWER_PREFIX in cut else cut
+    return cut if cut.strip() else ANSWER_PREFIX[: len(ANSWER_PREFIX) // 2]
 
 
 def _with_answer(completion: str, answer: str) -> str:
@@ -148,5 +160,6 @@ def _check(pool: list[dict[str, Any]], labels: list[dict[str, Any]], verify: Any
             raise UserError(
                 f"noisy pool of {task!r}: row {label['id']} ({label['noise']}) "
                 f"{'passes' if passed else 'fails'} the verifier",
-                fix="this task's written solutions or answer format do not suit a noisy pool; use e.g. countdown",
+                fix=f"this task's verifier does not tell {label['noise']} rows apart: set that share to 0 "
+                f"(--{FLAGS[label['noise']]} 0), or use a task such as countdown",
             )

@@ -10,7 +10,8 @@ on many data subsets; this is its one-step, per-example form: for `probe_size` r
 (seeded), the target is the change of the mean loss on the held-out `--probe` file after one SGD step (lr
 `probe_lr`) on that record from the target model's weights. scikit-learn's LinearRegression maps indicators to
 that change, and predicts it for every record. Kept records gain `indicators` and `predicted_loss_delta`.
-Cost: one forward per record, plus per probed record one forward + backward and one forward per probe example.
+Cost: one forward per record, plus per probed record one forward + backward and one forward per probe example
+(and a copy of the weights, to restore them after each step).
 """
 
 from __future__ import annotations
