@@ -357,7 +357,7 @@ def data_select(
     method: Annotated[str, typer.Option(help="random | fit | pass_rate | diversity | curation | indicators")],
     k: Annotated[int, typer.Option("--k", min=1, help="records to keep")],
     out: Annotated[Path, typer.Option(help="where to write the kept records (JSONL, pool order)")],
-    model: Annotated[str | None, typer.Option(help="the target model (fit, pass_rate)")] = None,
+    model: Annotated[str | None, typer.Option(help="the target model (every method but random)")] = None,
     task: Annotated[
         str | None, typer.Option(help="verify (samples or given responses) with its reward")
     ] = None,
