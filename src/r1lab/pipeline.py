@@ -384,8 +384,9 @@ def _model_exists(spec: str) -> bool:
 
 
 def _evaluate(label: str, model_path: str, cfg: EvalConfig | None, state: PipelineState, root: Path) -> None:
-    if cfg is None or label in state.data["evals"]:
-        return
+    done = state.data["evals"].get(label)
+    if cfg is None or (done is not None and {s.name for s in cfg.suites} <= set(done.get("suites", {}))):
+        return  # evaluated earlier, on every suite the recipe now lists
     from r1lab.eval import run_eval
 
     console.rule(f"eval {label}")

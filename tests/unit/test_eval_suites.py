@@ -272,3 +272,25 @@ def test_an_eval_without_suites_keeps_its_experiment_key():
     dumped = EvalConfig(task="addition").model_dump(mode="json")
     assert "suites" not in fingerprint(dumped)
     assert fingerprint({**dumped, "suites": [{"name": "x"}]})["suites"] == [{"name": "x"}]
+
+
+def test_jobs_evaluate_the_suites_in_their_own_processes(tmp_path, tiny_model_dir):
+    experiment = {"arms": [{"label": "base", "stages": []}, {"label": "sft", "stages": ["sft"]}]}
+    path = write_recipe(tmp_path, tiny_model_dir, experiment=experiment)
+    root = run_experiment(load_recipe(path), path, jobs=2)  # evaluations: python -m r1lab.experiments.jobs
+    for folder in (root / "evals").iterdir():
+        assert (folder / "request.json").is_file()
+        assert sorted(p.name for p in (folder / "suites").iterdir()) == ["chat", "mine", "mult"]
+    assert "## Suite `chat` (perplexity:" in (root / "results.md").read_text()
+
+
+def test_a_suite_added_to_a_finished_recipe_evaluates_again(tmp_path, tiny_model_dir):
+    first = write_recipe(tmp_path, tiny_model_dir)
+    data = yaml.safe_load(first.read_text())
+    data["eval"]["suites"] = data["eval"]["suites"][1:2]  # only `mine`
+    first.write_text(yaml.safe_dump(data))
+    root = run_recipe(first)
+    assert list(json.loads((root / "eval" / "sft" / "results.json").read_text())["suites"]) == ["mine"]
+    run_recipe(write_recipe(tmp_path, tiny_model_dir))  # all three: every eval point again, nothing trains
+    state = json.loads((root / "pipeline.json").read_text())
+    assert all(list(state["evals"][label]["suites"]) == ["mult", "mine", "chat"] for label in ("base", "sft"))
