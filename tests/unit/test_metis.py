@@ -194,3 +194,13 @@ def test_teacher_knobs_without_a_teacher_are_refused():
 
     with pytest.raises(UserError, match="k sets how the teacher samples"):
         validate(MetisConfig, {"kind": "metis", "k": 4})
+
+
+def test_doctor_skips_the_data_a_metis_step_writes_and_checks_the_rest(tmp_path, tiny_model_dir):
+    from r1lab.doctor.run import run_doctor
+
+    path = recipe_file(tmp_path, tiny_model_dir, [RL, {"name": "metis", "kind": "metis"}, SFT])
+    results = dict(run_doctor(path))
+    assert list(results) == ["rl (rl)", "sft (sft)"]
+    assert [(c.name, c.status) for c in results["sft (sft)"]] == [("data", "skip")]
+    assert len(results["rl (rl)"]) > 1  # the RL stage's own checks ran
