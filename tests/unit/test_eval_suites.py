@@ -240,14 +240,13 @@ def test_accuracy_suite_delta_vs_an_untrained_baseline_is_the_hand_computed_one(
     assert row[1] == "+37.5" and row[3] == "-37.5"
     section = report.split("## Suite `other` (accuracy: other.jsonl)")[1].split("## ")[0]
     a = next(line for line in section.splitlines() if line.startswith("| A |")).split(" | ")
-    assert a[1:4] == ["2", "37.5", a[3]] and a[4] == "-37.5"
+    assert a[1:3] == ["2", "37.5"] and a[4] == "-37.5"  # seeds, accuracy (25% and 50%), Δ
     # the bootstrap p with two seeds; the same matrices through the stats layer give the same numbers
     z = compare_to_baseline({"base": {None: np.array([1.0, 1, 1, 0])}, "A": {0: np.array([1.0, 0, 0, 0]), 1: np.array([1.0, 1, 0, 0])}}, "base")["A"]  # fmt: skip
     assert a[5] == f"[{100 * z.interval[0]:+.1f}, {100 * z.interval[1]:+.1f}]"
-    assert z.per_seed[0][1:3] == (
-        0,
-        2,
-    )  # seed 0: the arm loses problems 1 and 2, solves none the base does not
+    assert z.per_seed[0][1:3] == (0, 2)  # seed 0: it loses problems 1 and 2 and solves none the base does not
+    page = (tmp_path / "report.html").read_text()
+    assert "Suite `other` (accuracy: other.jsonl)</h2>" in page and "Target gain and change" in page
 
 
 def test_run_eval_without_a_run_folder_generates_a_task_suite_as_configured(tmp_path, tiny_model_dir):
