@@ -406,6 +406,8 @@ class AlgorithmConfig(Strict):
 # verl's convention clip(ρ, 1 - eps_low, 1 + eps_high) with no lower bound and the weight capped at 5 (ScaleRL)
 OBJECTIVE_EPS = {"ppo_clip": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 4.0)}
 UNCLIPPED_OBJECTIVES = {"sapo", "gpg", "reinforce"}
+
+
 # policy_loss names of the aggregation before it became algorithm.loss_agg (objective ppo_clip)
 class PassRateFilterConfig(Strict):
     """RIF-RFT's filter before RL: roll out k per training prompt with the initial policy (the pass-rate
