@@ -408,7 +408,6 @@ OBJECTIVE_EPS = {"ppo_clip": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 4.
 UNCLIPPED_OBJECTIVES = {"sapo", "gpg", "reinforce"}
 
 
-# policy_loss names of the aggregation before it became algorithm.loss_agg (objective ppo_clip)
 class PassRateFilterConfig(Strict):
     """RIF-RFT's filter before RL: roll out k per training prompt with the initial policy (the pass-rate
     measurement of `r1lab data select --method pass_rate`) and drop the prompts it never solves (`never`), always
@@ -418,6 +417,7 @@ class PassRateFilterConfig(Strict):
     drop: Literal["never", "always", "both"] = "never"
 
 
+# policy_loss names of the aggregation before it became algorithm.loss_agg (objective ppo_clip)
 OLD_LOSS_NAMES = {"grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm", "dapo": "token_mean"}
 
 
