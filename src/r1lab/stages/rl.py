@@ -110,7 +110,8 @@ def _train(cfg: RLConfig, runner: Any) -> Path:
     model, tokenizer = load_model(cfg.model, trainable=True)
     # engine: auto becomes hf or vllm here, before the checks read it
     rollout = resolve_engine(cfg.rollout, model, training=True, sharded=cfg.train.distributed == "fsdp2")
-    cfg = cfg.model_copy(update={"rollout": rollout})
+    if rollout is not cfg.rollout:  # a copy only for auto: the caller's config object stays the one read
+        cfg = cfg.model_copy(update={"rollout": rollout})
     prompts = check_before_rollout(cfg, runner, tokenizer, model, read=read)
     resumed = resume_from is not None  # RIF-RFT: drop prompts by the initial policy's pass rate (if asked)
     prompts = filter_prompts(cfg, prompts, model, tokenizer, runner, out, accelerator, resumed=resumed)
