@@ -64,7 +64,10 @@ def test_two_processes_match_one(tmp_path, straight) -> None:
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert_same(final, out / "final", "model.safetensors", atol=1e-6)  # gloo sums in another order (~1e-7)
+    # gloo sums in another order: ~1e-7 on an AVX2 CPU, 2.3e-6 on an AVX-512 one (2026-12-02), where Adam's
+    # normalisation magnifies the rounding of near-zero gradients; a wrong split or a missing average moves
+    # weights by ~lr (1e-4) a step
+    assert_same(final, out / "final", "model.safetensors", atol=1e-5)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     straight_rows = [json.loads(line) for line in (final.parent / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
