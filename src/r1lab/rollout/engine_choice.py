@@ -11,9 +11,19 @@ are refused with auto at validation, so nothing the user set is dropped by a fal
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, get_args
 
 from r1lab.config import RolloutConfig
+from r1lab.errors import UserError
+
+# the engine names RolloutConfig accepts: one list, read from its Literal
+ENGINES: tuple[str, ...] = get_args(RolloutConfig.model_fields["engine"].annotation)
+
+
+def check_engine_name(name: str, where: str) -> None:
+    """A CLI's --engine value, refused before any model loads when RolloutConfig would not take it."""
+    if name not in ENGINES:
+        raise UserError(f"unknown engine {name!r}", where=where, fix=", ".join(ENGINES))
 
 
 def choose_engine(

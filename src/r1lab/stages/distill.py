@@ -51,7 +51,7 @@ def normalised(text: str) -> str:
 
 def distill(opts: DistillOptions) -> dict[str, Any]:
     """Sample, verify, deduplicate and write; returns the counts."""
-    from r1lab.rollout.engine_choice import resolve_engine
+    from r1lab.rollout.engine_choice import check_engine_name, resolve_engine
 
     if not opts.task and not opts.data:
         raise UserError("distill needs prompts", where="--task / --data", fix="give --task T or --data FILE")
@@ -60,10 +60,7 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     if not specs:
         raise UserError("distill on a data file needs a reward to verify with", where="--reward",
                         fix="name one, e.g. --reward math")  # fmt: skip
-    if opts.engine not in ("hf", "vllm", "auto"):
-        raise UserError(
-            f"unknown engine {opts.engine!r}", where="r1lab data distill --engine", fix="hf, vllm or auto"
-        )
+    check_engine_name(opts.engine, "r1lab data distill --engine")
     model_cfg = ModelConfig(path=opts.model)
     tokenizer = load_tokenizer(model_cfg)
     with tempfile.TemporaryDirectory() as tmp:

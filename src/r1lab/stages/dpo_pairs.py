@@ -65,7 +65,7 @@ def make_pairs(
     from r1lab.models import load_model
     from r1lab.rewards import RewardRunner
     from r1lab.rollout import SamplingParams, make_engine
-    from r1lab.rollout.engine_choice import resolve_engine
+    from r1lab.rollout.engine_choice import check_engine_name, resolve_engine
     from r1lab.tasks import get_task
 
     if (task is None) == (data is None):
@@ -77,10 +77,7 @@ def make_pairs(
     if sampling.n < 2 and chosen != "solution":  # a written solution needs only an incorrect sample
         raise UserError("--n must be at least 2 to find both a correct and an incorrect sample", where="--n")
     check_step_options(sampling.per_step)
-    if sampling.engine not in ("hf", "vllm", "auto"):
-        raise UserError(
-            f"unknown engine {sampling.engine!r}", where="r1lab data pairs --engine", fix="hf, vllm or auto"
-        )
+    check_engine_name(sampling.engine, "r1lab data pairs --engine")
     model_cfg = model_path if isinstance(model_path, ModelConfig) else ModelConfig(path=model_path)
     model, tokenizer = load_model(model_cfg, trainable=False)
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ from r1lab.config import DataConfig, ModelConfig, RewardSpec, RolloutConfig
 from r1lab.data import build_prompt_dataset, read_prompt_data, write_jsonl
 from r1lab.errors import UserError
 from r1lab.rewards import RewardRunner
+from r1lab.rollout.engine_choice import check_engine_name
 from r1lab.rollout.step_values import Prefix, prefix_success, split_steps
 from r1lab.rollout.types import RolloutEngine, SamplingParams
 from r1lab.stages.dpo_pairs import _json_value
@@ -55,8 +56,7 @@ def check_options(opts: LabelOptions) -> None:
     if not opts.sep:
         raise UserError("--step-sep is empty", where=f"{WHERE} --step-sep",
                         fix="give the text that ends a step, e.g. --step-sep '\\n' (the default)")  # fmt: skip
-    if opts.engine not in ("hf", "vllm", "auto"):
-        raise UserError(f"unknown engine {opts.engine!r}", where=f"{WHERE} --engine", fix="hf, vllm or auto")
+    check_engine_name(opts.engine, f"{WHERE} --engine")
 
 
 def label_samples(

@@ -31,6 +31,7 @@ from r1lab.data import build_prompt_dataset, write_jsonl
 from r1lab.errors import UserError
 from r1lab.rewards import RewardRunner
 from r1lab.rewards.verifier import CORRECT, INCORRECT, judge_prompt, judgement, marker_meta, sidecar
+from r1lab.rollout.engine_choice import check_engine_name
 from r1lab.stages.distill import normalised
 from r1lab.tasks import get_task
 from r1lab.training.tracking import console
@@ -78,8 +79,7 @@ def make_verifier_data(opts: VerifierDataOptions) -> dict[str, int]:
     if not specs:
         raise UserError("the candidates need a verifier to label them", where=f"{WHERE} --reward",
                         fix="give --task T (its reward) or --reward NAME, e.g. --reward math")  # fmt: skip
-    if opts.engine not in ("hf", "vllm", "auto"):
-        raise UserError(f"unknown engine {opts.engine!r}", where=f"{WHERE} --engine", fix="hf, vllm or auto")
+    check_engine_name(opts.engine, f"{WHERE} --engine")
     with RewardRunner(specs) as runner:
         if runner.accuracy_index is None:
             raise UserError(f"the rewards {[s.name for s in specs]} have no correctness check to label with",
