@@ -168,3 +168,30 @@ def test_ray_executor_on_a_local_instance(tmp_path, tiny_model_dir):
     assert [json.loads((s / "stage.json").read_text())["status"] for s in stages] == ["complete"] * 2
     assert result.stderr.count("started stage") == 2 and result.stderr.count("finished eval") == 3
     assert "| SFT-only |" in (run / "results.md").read_text()
+
+
+def test_a_merge_arm_runs_once_from_its_arm_stages_and_is_evaluated(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    wise = {"name": "wise", "kind": "merge", "merge_method": "wise_ft", "base_model": "base"}
+    wise |= {"models": [{"model": "sft"}], "parameters": {"alpha": 0.5}}
+    arms = [{"label": "SFT-only", "stages": ["sft"]}, {"label": "WiSE-FT", "stages": ["sft", "wise"]}]
+    path = recipe(tmp_path, tiny_model_dir, stages=(SFT, wise), arms=arms, baseline="SFT-only", seeds=[0])
+    first = r1lab("run", str(path), "--jobs", "2")
+    assert first.returncode == 0, first.stderr
+    state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    merged, sft = state["stages"]["wise"], state["stages"]["sft"]
+    assert merged["status"] == "complete" and merged["input"] == f"{sft['model']}, {tiny_model_dir}"
+    # (1 - α) base + α fine-tune, tensor by tensor
+    base, tuned = (
+        load_file(tiny_model_dir / "model.safetensors"),
+        load_file(Path(sft["model"]) / "model.safetensors"),
+    )
+    out = load_file(Path(merged["model"]) / "model.safetensors")
+    name = next(n for n in out if "mlp" in n)
+    assert (out[name].float() - (0.5 * base[name].float() + 0.5 * tuned[name].float())).abs().max() < 1e-6
+    assert (tuned[name] != base[name]).any()  # SFT moved it: the check can fail
+    assert {r["label"] for r in state["experiment"]["arms"]} == {"SFT-only", "WiSE-FT"}
+    assert len(list((tmp_path / "run" / "evals").iterdir())) == 2
+    again = r1lab("run", str(path))
+    assert again.returncode == 0 and trained(again.stderr, "merge") == 0 and trained(again.stderr, "sft") == 0

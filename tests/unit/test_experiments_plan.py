@@ -176,3 +176,40 @@ def test_a_stage_under_another_name_reuses_the_folder_of_the_same_key(tmp_path):
     second = plan_of(tmp_path, {"arms": [{"label": "RL-only", "stages": ["rl-only"]}]}, renamed)
     (again,) = second.nodes.values()
     assert again.key == node.key and again.dir == node.dir and again.name == "rl-only"
+
+
+MERGE = {
+    "name": "wise",
+    "kind": "merge",
+    "merge_method": "wise_ft",
+    "base_model": "base",
+    "models": [{"model": "sft"}],
+}
+
+
+def test_a_merge_node_is_keyed_by_the_arm_stages_it_names(tmp_path):
+    arms = [
+        {"label": "SFT-only", "stages": ["sft"]},
+        {"label": "wise", "stages": ["sft", "wise"], "overrides": {"wise.parameters": {"alpha": 0.5}}},
+        {"label": "wise-again", "stages": ["sft", "wise"], "overrides": {"wise.parameters": {"alpha": 0.5}}},
+        {"label": "wise-0.3", "stages": ["sft", "wise"], "overrides": {"wise.parameters": {"alpha": 0.3}}},
+    ]
+    plan = plan_of(tmp_path, {"arms": arms, "seeds": [0, 1]}, [*STAGES, MERGE])
+    runs = {(r.arm.label, r.seed): r for r in plan.runs}
+    merge = plan.nodes[runs["wise", 0].chain[-1]]
+    assert merge.inputs == {"sft": runs["SFT-only", 0].chain[0], "base": None}
+    assert merge.needs == [runs["SFT-only", 0].chain[0]]
+    assert runs["wise-again", 0].chain == runs["wise", 0].chain  # the same merge of the same inputs: one node
+    assert runs["wise-0.3", 0].chain[-1] != merge.key  # another alpha, another node
+    assert plan.nodes[runs["wise", 1].chain[-1]].inputs["sft"] == runs["SFT-only", 1].chain[0]  # per seed
+    assert merge.dir.parent == tmp_path / "run" / "stages" and merge.config.output == str(merge.dir / "final")
+    assert merge.config.seed == 0  # the experiment's seed is a training seed: a merge keeps its own
+
+
+def test_a_merge_naming_a_stage_outside_its_arm_is_refused(tmp_path):
+    arms = [{"label": "SFT-only", "stages": ["sft"]}, {"label": "wise", "stages": ["wise"]}]
+    with pytest.raises(UserError, match="names stage 'sft', which is not earlier in this arm"):
+        plan_of(tmp_path, {"arms": arms}, [*STAGES, MERGE])
+    export = {"name": "gguf", "kind": "export", "to": "hf"}
+    with pytest.raises(UserError, match="chain training and merge stages"):
+        plan_of(tmp_path, {"arms": [{"label": "x", "stages": ["sft", "gguf"]}]}, [*STAGES, export])

@@ -13,11 +13,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from r1lab.config import EvalConfig, RecipeConfig, RLConfig, SFTConfig, dump_config
+from r1lab.config import EvalConfig, MergeConfig, RecipeConfig, RLConfig, SFTConfig, dump_config
 from r1lab.errors import UserError
 from r1lab.experiments.plan import Node, Plan, Run, build_plan, display_names
 from r1lab.experiments.spec import Experiment, parse_experiment
-from r1lab.pipeline import console, load_recipe, run_recipe, run_root, train_stage, write_task_files
+from r1lab.pipeline import (
+    console,
+    load_recipe,
+    run_recipe,
+    run_root,
+    train_stage,
+    wire_merge_inputs,
+    write_task_files,
+)
 
 STATE = "pipeline.json"
 
@@ -110,17 +118,36 @@ def ensure_stage(plan: Plan, node: Node, name: str) -> dict[str, Any]:
     if done:
         console.print(f"[dim]stage {name}: finished earlier, skipped[/dim]")
         return done
-    return train_node(name, node.config, stage_entry(plan, node))
+    return train_node(name, node_config(plan, node), stage_entry(plan, node))
+
+
+def input_models(plan: Plan, node: Node) -> dict[str, str]:
+    """A merge node's inputs by the names its config uses (`base`, stage names), as model paths."""
+    return {
+        name: plan.base_model if key is None else finished(plan.nodes[key])["model"]
+        for name, key in node.inputs.items()
+    }
+
+
+def node_config(plan: Plan, node: Node) -> Any:
+    """The config a node runs with: a merge's inputs wired to the models of the stages they name."""
+    return wire_merge_inputs(node.config, input_models(plan, node)) if node.inputs else node.config
 
 
 def stage_entry(plan: Plan, node: Node) -> dict[str, Any]:
-    """What stage.json records of a node before it trains (its input: the parent's output, or the base)."""
-    source = plan.base_model if node.parent is None else finished(plan.nodes[node.parent])["model"]
+    """What stage.json records of a node before it trains (its input: the parent's output, or the base; a
+    merge's: its input models, comma-separated)."""
+    if node.inputs:
+        source = ", ".join(input_models(plan, node).values())
+    else:
+        source = plan.base_model if node.parent is None else finished(plan.nodes[node.parent])["model"]
     return {"key": node.key, "name": node.name, "kind": node.config.kind, "seed": node.seed, "input": source}
 
 
-def train_node(name: str, config: SFTConfig | RLConfig, entry: dict[str, Any]) -> dict[str, Any]:
-    folder = Path(config.train.output_dir)
+def train_node(
+    name: str, config: SFTConfig | RLConfig | MergeConfig, entry: dict[str, Any]
+) -> dict[str, Any]:
+    folder = Path(config.output).parent if isinstance(config, MergeConfig) else Path(config.train.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "stage.json", {**entry, "status": "running"})
     out, seconds = train_stage(name, config, entry["input"])

@@ -23,6 +23,7 @@ from r1lab.experiments.engine import (
     evaluate,
     finished,
     model_of,
+    node_config,
     stage_entry,
     train_node,
     write_json,
@@ -74,11 +75,10 @@ def run_jobs(plan: Plan, names: dict[str, str], executor: Any) -> None:
         while nodes or evals or running:
             for key in list(nodes):
                 node = plan.nodes[key]
-                if len(running) < executor.slots and (
-                    node.parent is None or finished(plan.nodes[node.parent])
-                ):
+                if len(running) < executor.slots and all(finished(plan.nodes[k]) for k in node.needs):
                     nodes.remove(key)
-                    config = node.config.model_dump(mode="json")
+                    # a merge's unset keys stay unset: its checks refuse a weight a method does not read
+                    config = node_config(plan, node).model_dump(mode="json", exclude_unset=bool(node.inputs))
                     request = {"what": "stage", "name": names[key], "config": config}
                     launch({**request, "entry": stage_entry(plan, node)}, node.dir)
             for folder, run in list(evals.items()):

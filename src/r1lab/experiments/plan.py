@@ -2,7 +2,9 @@
 
 A node's key is the sha256 of its resolved config (without `train.output_dir`, `train.resume` and the input
 model's path) and its input's identity (the parent node's key, or the base model's path and revision). Data
-files are keyed by their content, not their path. A node trains into `stages/<name>-<key8>/`; an evaluation is
+files are keyed by their content, not their path. A merge node (`kind: merge`, whose inputs name `base` or
+stages earlier in the arm) is keyed by its inputs' keys and its config instead of one parent's. A node trains
+(or merges) into `stages/<name>-<key8>/`; an evaluation is
 keyed by the evaluated node (or base model) and the eval config, and writes `evals/<name>-<key8>/`. So a stage
 shared by several arms, re-runs, or recipes pointing at the same run folder is trained once, and changing one
 key of a stage gives it (and everything downstream) a new key, leaving the rest untouched.
@@ -12,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1lab.config import EvalConfig, RecipeConfig, RLConfig, SFTConfig, deep_merge
+from r1lab.config import EvalConfig, MergeConfig, RecipeConfig, RLConfig, SFTConfig, deep_merge
 from r1lab.errors import UserError
 from r1lab.experiments.spec import Arm, Experiment
 from r1lab.pipeline import eval_config, stage_config
@@ -26,13 +28,24 @@ from r1lab.pipeline import eval_config, stage_config
 class Node:
     key: str
     name: str
-    config: SFTConfig | RLConfig  # train.output_dir is the node's folder
+    config: SFTConfig | RLConfig | MergeConfig  # train.output_dir (a merge: output) is the node's folder
     parent: str | None  # the parent node's key; None: the base model
     seed: int | None
+    # a merge: the stage names it uses -> their node keys (None: the base model)
+    inputs: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def dir(self) -> Path:
+        if isinstance(self.config, MergeConfig):  # the merged model is final/ in it, as a trained stage's
+            return Path(self.config.output).parent
         return Path(self.config.train.output_dir)
+
+    @property
+    def needs(self) -> list[str]:
+        """The keys of the nodes whose models this one starts from (a merge: every input)."""
+        if self.inputs:
+            return [k for k in self.inputs.values() if k is not None]
+        return [] if self.parent is None else [self.parent]
 
 
 @dataclass
@@ -74,30 +87,65 @@ def build_plan(
     for seed in experiment.seeds:  # seed-major: a whole comparison is ready after the first seed
         for arm in experiment.arms:
             parent, identity, chain = None, base_id, []
+            arm_keys: dict[str, str | None] = {"base": None}  # the stages of this arm so far
             for name in arm.path:
                 raw = {k: v for k, v in entries[name].items() if k not in ("name", "input")}
                 for dotted, value in arm.changes.get(name, {}).items():
                     raw = deep_merge(raw, _nested(dotted, value))
-                if seed is not None:
+                if seed is not None and raw.get("kind") != "merge":  # a merge trains nothing
                     raw["train"] = {**raw.get("train", {}), "seed": seed}
                 where = f"{source}: stage {name!r} of arm {arm.label!r}"
                 cfg = stage_config(recipe, raw, root, files, where)
-                if not hasattr(cfg, "train"):  # merge, export: their inputs are not one parent stage's model
+                inputs: dict[str, str | None] = {}
+                if isinstance(cfg, MergeConfig):
+                    inputs = merge_inputs(cfg, arm_keys, set(entries), where)
+                    named = {n: base_id if k is None else k for n, k in inputs.items()}
+                    key = digest({"merge": named, "config": merge_fingerprint(cfg)})
+                elif not hasattr(cfg, "train"):  # export, metis: not a model of the arm's chain
                     raise UserError(
-                        f"stage {name!r} is a {cfg.kind} stage; an experiment's arms chain training stages",
+                        f"stage {name!r} is a {cfg.kind} stage; an experiment's arms chain training and merge stages",
                         where=where,
                         fix=f"run {cfg.kind} stages in a recipe without `experiment:`",
                     )
-                key = digest({"input": identity, "config": fingerprint(cfg.model_dump(mode="json"))})
+                else:
+                    key = digest({"input": identity, "config": fingerprint(cfg.model_dump(mode="json"))})
                 if key not in nodes:
-                    cfg.train.output_dir = str(_folder(root / "stages", name, key))
-                    nodes[key] = Node(key, name, cfg, parent, seed)
-                parent = identity = key
+                    folder = str(_folder(root / "stages", name, key))
+                    if isinstance(cfg, MergeConfig):
+                        cfg.output = str(Path(folder) / "final")
+                    else:
+                        cfg.train.output_dir = folder
+                    nodes[key] = Node(key, name, cfg, parent, seed, inputs)
+                parent = identity = arm_keys[name] = key
                 chain.append(key)
             eval_key = digest({"model": identity, "eval": fingerprint(evaluation.model_dump(mode="json"))})
             label = nodes[parent].name if parent else "base"
             runs.append(Run(arm, seed, chain, eval_key, _folder(root / "evals", label, eval_key)))
     return Plan(root, recipe.model.path, nodes, runs, evaluation, experiment)
+
+
+def merge_inputs(
+    cfg: MergeConfig, arm_keys: dict[str, str | None], stage_names: set[str], where: str
+) -> dict[str, str | None]:
+    """The stages (or `base`) a merge node names, as node keys of this arm; a name of another arm's stage is an
+    error, any other string a model path or hub name taken as it is."""
+    refs = [m.model for m in cfg.models] + [r for r in (cfg.base_model, cfg.target_model) if r]
+    inputs = {}
+    for ref in refs:
+        if ref in arm_keys:
+            inputs[ref] = arm_keys[ref]
+        elif ref in stage_names:
+            raise UserError(
+                f"the merge names stage {ref!r}, which is not earlier in this arm",
+                where=where,
+                fix=f"add {ref!r} to the arm's stages before the merge, or name one of: {', '.join(arm_keys)}",
+            )
+    return inputs
+
+
+def merge_fingerprint(cfg: MergeConfig) -> dict[str, Any]:
+    """A merge's config without its output folder (its inputs are keyed by the caller)."""
+    return cfg.model_dump(mode="json", exclude={"output", "overwrite"})
 
 
 def digest(payload: Any) -> str:
