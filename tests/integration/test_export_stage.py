@@ -75,7 +75,7 @@ def test_an_experiment_arm_cannot_chain_an_export(tmp_path, tiny_model_dir):
     path = recipe(tmp_path, tiny_model_dir, stages=stages, experiment=experiment)
     out = r1lab("run", str(path))
     assert out.returncode == 2, out.stderr
-    assert "an experiment's arms chain training stages" in out.stderr
+    assert "stage 'export' (export) cannot be in an arm: arms chain training and merge stages" in out.stderr
 
 
 def test_the_quant_names_of_the_config_are_the_exporters():

@@ -103,7 +103,7 @@ def build_plan(
                     key = digest({"merge": named, "config": merge_fingerprint(cfg)})
                 elif not hasattr(cfg, "train"):  # export, metis: not a model of the arm's chain
                     raise UserError(
-                        f"stage {name!r} is a {cfg.kind} stage; an experiment's arms chain training and merge stages",
+                        f"stage {name!r} ({cfg.kind}) cannot be in an arm: arms chain training and merge stages",
                         where=where,
                         fix=f"run {cfg.kind} stages in a recipe without `experiment:`",
                     )
