@@ -7,6 +7,7 @@ import pytest
 from r1lab.config import RecipeConfig
 from r1lab.errors import UserError
 from r1lab.experiments.compare import comparison_recipe
+from r1lab.experiments.engine import stage_entry
 from r1lab.experiments.plan import build_plan, display_names
 from r1lab.experiments.spec import parse_experiment
 from r1lab.pipeline import write_task_files
@@ -204,6 +205,16 @@ def test_a_merge_node_is_keyed_by_the_arm_stages_it_names(tmp_path):
     assert plan.nodes[runs["wise", 1].chain[-1]].inputs["sft"] == runs["SFT-only", 1].chain[0]  # per seed
     assert merge.dir.parent == tmp_path / "run" / "stages" and merge.config.output == str(merge.dir / "final")
     assert merge.config.seed == 0  # the experiment's seed is a training seed: a merge keeps its own
+
+
+def test_a_merge_of_model_paths_in_an_arm_waits_on_nothing(tmp_path):
+    paths = {**MERGE, "base_model": "org/base", "models": [{"model": "org/fine-tune"}]}
+    plan = plan_of(tmp_path, {"arms": [{"label": "soup", "stages": ["sft", "wise"]}]}, [*STAGES, paths])
+    sft, merge = (plan.nodes[k] for k in plan.runs[0].chain)
+    assert merge.is_merge and not sft.is_merge and merge.inputs == {}
+    assert merge.needs == []  # it merges the paths in its config, not the arm's SFT model
+    entry = stage_entry(plan, merge)
+    assert entry["input"] == "org/fine-tune, org/base" and entry["kind"] == "merge"
 
 
 def test_a_merge_naming_a_stage_outside_its_arm_is_refused(tmp_path):

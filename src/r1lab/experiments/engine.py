@@ -15,7 +15,7 @@ from typing import Any
 
 from r1lab.config import EvalConfig, MergeConfig, RecipeConfig, RLConfig, SFTConfig, dump_config
 from r1lab.errors import UserError
-from r1lab.experiments.plan import Node, Plan, Run, build_plan, display_names
+from r1lab.experiments.plan import Node, Plan, Run, build_plan, display_names, stage_folder
 from r1lab.experiments.spec import Experiment, parse_experiment
 from r1lab.pipeline import (
     console,
@@ -131,14 +131,16 @@ def input_models(plan: Plan, node: Node) -> dict[str, str]:
 
 def node_config(plan: Plan, node: Node) -> Any:
     """The config a node runs with: a merge's inputs wired to the models of the stages they name."""
-    return wire_merge_inputs(node.config, input_models(plan, node)) if node.inputs else node.config
+    return wire_merge_inputs(node.config, input_models(plan, node)) if node.is_merge else node.config
 
 
 def stage_entry(plan: Plan, node: Node) -> dict[str, Any]:
     """What stage.json records of a node before it trains (its input: the parent's output, or the base; a
     merge's: its input models, comma-separated)."""
-    if node.inputs:
-        source = ", ".join(input_models(plan, node).values())
+    if node.is_merge:  # the models it merges, stage names wired to their outputs
+        config = node_config(plan, node)
+        refs = [m.model for m in config.models] + [r for r in (config.base_model, config.target_model) if r]
+        source = ", ".join(refs)
     else:
         source = plan.base_model if node.parent is None else finished(plan.nodes[node.parent])["model"]
     return {"key": node.key, "name": node.name, "kind": node.config.kind, "seed": node.seed, "input": source}
@@ -147,7 +149,7 @@ def stage_entry(plan: Plan, node: Node) -> dict[str, Any]:
 def train_node(
     name: str, config: SFTConfig | RLConfig | MergeConfig, entry: dict[str, Any]
 ) -> dict[str, Any]:
-    folder = Path(config.output).parent if isinstance(config, MergeConfig) else Path(config.train.output_dir)
+    folder = stage_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "stage.json", {**entry, "status": "running"})
     out, seconds = train_stage(name, config, entry["input"])

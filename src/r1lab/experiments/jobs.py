@@ -78,7 +78,7 @@ def run_jobs(plan: Plan, names: dict[str, str], executor: Any) -> None:
                 if len(running) < executor.slots and all(finished(plan.nodes[k]) for k in node.needs):
                     nodes.remove(key)
                     # a merge's unset keys stay unset: its checks refuse a weight a method does not read
-                    config = node_config(plan, node).model_dump(mode="json", exclude_unset=bool(node.inputs))
+                    config = node_config(plan, node).model_dump(mode="json", exclude_unset=node.is_merge)
                     request = {"what": "stage", "name": names[key], "config": config}
                     launch({**request, "entry": stage_entry(plan, node)}, node.dir)
             for folder, run in list(evals.items()):

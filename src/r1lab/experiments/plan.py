@@ -36,16 +36,25 @@ class Node:
 
     @property
     def dir(self) -> Path:
-        if isinstance(self.config, MergeConfig):  # the merged model is final/ in it, as a trained stage's
-            return Path(self.config.output).parent
-        return Path(self.config.train.output_dir)
+        return stage_folder(self.config)
+
+    @property
+    def is_merge(self) -> bool:
+        return isinstance(self.config, MergeConfig)
 
     @property
     def needs(self) -> list[str]:
         """The keys of the nodes whose models this one starts from (a merge: every input)."""
-        if self.inputs:
+        if self.is_merge:
             return [k for k in self.inputs.values() if k is not None]
         return [] if self.parent is None else [self.parent]
+
+
+def stage_folder(config: SFTConfig | RLConfig | MergeConfig) -> Path:
+    """A node's folder: its stage.json, checkpoints and final/ (a merge's output is final/ in it too)."""
+    if isinstance(config, MergeConfig):
+        return Path(config.output).parent
+    return Path(config.train.output_dir)
 
 
 @dataclass
