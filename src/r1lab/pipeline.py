@@ -58,6 +58,7 @@ def write_task_files(recipe: RecipeConfig, root: Path) -> dict[str, Path]:
     from r1lab.tasks.visual import write_task_file
 
     task = get_task(recipe.task.name)
+    check_task_files(recipe, root / "data")
     files = {}
     for split, size in (("train", recipe.task.train_size), ("test", recipe.task.test_size)):
         path = root / "data" / f"{split}.jsonl"
@@ -66,6 +67,27 @@ def write_task_files(recipe: RecipeConfig, root: Path) -> dict[str, Path]:
             write_task_file(path, records)  # a visual task's images go beside it
         files[split] = path
     return files
+
+
+def check_task_files(recipe: RecipeConfig, data_dir: Path) -> None:
+    """Refuse a run folder whose task files were written for other task settings: reusing them would train and
+    evaluate on problems the recipe no longer asks for. The settings are recorded in data/task.json."""
+    record = data_dir / "task.json"
+    spec = recipe.task.model_dump(mode="json")
+    if record.is_file():
+        written = json.loads(record.read_text())
+        if written != spec:
+            changed = sorted(k for k in {**written, **spec} if written.get(k) != spec.get(k))
+            raise UserError(
+                f"the run folder's task files were written for other task settings ({', '.join(changed)}: "
+                f"{', '.join(f'{k}={written.get(k)!r}' for k in changed)}; the recipe asks "
+                f"{', '.join(f'{k}={spec.get(k)!r}' for k in changed)})",
+                where=str(data_dir),
+                fix="give the recipe another `output_dir` (or name), or delete the run folder to start over",
+            )
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(spec, indent=2) + "\n")  # files written before this record are trusted
 
 
 def resolve_stages(

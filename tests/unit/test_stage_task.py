@@ -134,3 +134,21 @@ def test_an_experiment_arm_may_change_a_stage_task_and_a_wrong_key_is_refused(tm
     with pytest.raises(UserError, match=r"no config key 'rl\.task\.option\.count'"):
         bad = {"arms": [{"label": "x", "stages": ["rl"], "overrides": {"rl.task.option.count": 2}}]}
         parse_experiment(recipe, bad, "test")
+
+
+def test_a_run_folder_written_for_other_task_settings_is_refused(tmp_path):
+    stages = [{"name": "sft", "kind": "sft", "train": {"max_steps": 1}}]
+    files = write_task_files(_recipe(tmp_path, stages), tmp_path)
+    test_rows = _rows(files["test"])
+    assert len(test_rows) == 10
+    assert write_task_files(_recipe(tmp_path, stages), tmp_path) == files  # the same settings: the same files
+    other = {"name": "countdown", "train_size": 40, "test_size": 6, "options": {"count": 4}}
+    with pytest.raises(
+        UserError, match=r"other task settings \(test_size: test_size=10; the recipe asks test_size=6\)"
+    ):
+        write_task_files(_recipe(tmp_path, stages, other), tmp_path)
+    with pytest.raises(UserError, match=r"name, options: .*'countdown'"):
+        write_task_files(
+            _recipe(tmp_path, stages, {"name": "addition", "train_size": 40, "test_size": 10}), tmp_path
+        )
+    assert _rows(files["test"]) == test_rows  # nothing was overwritten
