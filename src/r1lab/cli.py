@@ -160,6 +160,12 @@ def doctor(
 @app.command("report")
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="an experiment's run folder, e.g. runs/quickstart")],
+    baseline: Annotated[
+        str | None, typer.Option(help="compare every arm with this arm instead of the experiment's baseline")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="write the report here instead of into RUN_DIR (e.g. with --baseline)")
+    ] = None,
 ) -> None:
     """Re-render results.md, plots/ and report.html of an experiment from its run folder (nothing re-runs)."""
     from r1lab.experiments.report import write_experiment_report
@@ -168,9 +174,9 @@ def report_cmd(
         raise UserError(
             f"no run folder {str(run_dir)!r}", fix="give the folder `r1lab compare` or `r1lab run` wrote"
         )
-    out = write_experiment_report(run_dir)
-    print(out.read_text())
-    console.print(f"[green]done[/green]: {out} and {run_dir / 'report.html'}")
+    results = write_experiment_report(run_dir, baseline, out)
+    print(results.read_text())
+    console.print(f"[green]done[/green]: {results} and {results.parent / 'report.html'}")
 
 
 @models_app.command("pull")

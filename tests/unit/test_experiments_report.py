@@ -79,6 +79,28 @@ def test_report_numbers_are_the_hand_computed_ones(tmp_path):
     assert "q4" in page and "a4" in page  # a problem SFT→RL solves and SFT-only does not, side by side
 
 
+def test_report_against_another_arm_goes_to_its_own_folder(tmp_path):
+    def arm(label, correct):
+        run = {"seed": None, "chain": [], "eval_dir": write_eval(tmp_path / "e" / label, correct)}
+        return {"label": label, "stages": [], "sweep": None, "runs": [run]}
+
+    arms = [arm("A", [0] * 10), arm("SFT", [1] * 6 + [0] * 4), arm("RL", [1] * 3 + [0] * 7)]
+    state = {"experiment": {"name": "toy", "baseline": "A", "seeds": [None], "arms": arms}}
+    (tmp_path / "pipeline.json").write_text(json.dumps(state))
+    own = write_experiment_report(tmp_path).read_text()
+    against_sft = write_experiment_report(tmp_path, baseline="SFT", out=tmp_path / "vs-sft")
+    table = against_sft.read_text()
+    assert (
+        against_sft == tmp_path / "vs-sft" / "results.md" and (tmp_path / "vs-sft" / "report.html").is_file()
+    )
+    assert "| RL | (base model) | – | 30.0 | [0.0, 60.0] | – | -30.0 |" in table  # 3 of 10 vs SFT's 6 of 10
+    assert "| SFT | (base model) | – | 60.0 | [30.0, 90.0] | – | (baseline) |" in table
+    assert (tmp_path / "results.md").read_text() == own and "-30.0" not in own  # the run's own report stays
+    with pytest.raises(UserError, match="no arm 'DPO' to compare with") as e:
+        write_experiment_report(tmp_path, baseline="DPO", out=tmp_path / "x")
+    assert "A, SFT, RL" in e.value.fix
+
+
 def test_report_of_a_folder_without_experiment_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="holds no experiment"):
         write_experiment_report(tmp_path)

@@ -61,8 +61,11 @@ def _correct(rows: dict[int, dict]) -> np.ndarray:
     return np.array([float(rows[p]["correct"]) for p in sorted(rows)])
 
 
-def write_experiment_report(root: Path) -> Path:
+def write_experiment_report(root: Path, baseline: str | None = None, out: Path | None = None) -> Path:
+    """results.md, plots/ and report.html of the experiment in `root`, into `out` (default: `root`); every arm is
+    compared with `baseline` (default: the experiment's own)."""
     root = Path(root)
+    out = root if out is None else Path(out)
     state_path = root / "pipeline.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     exp = state.get("experiment")
@@ -75,12 +78,21 @@ def write_experiment_report(root: Path) -> Path:
     arms = [a for a in (_load_arm(raw) for raw in exp["arms"]) if a.rows]
     if not arms:
         raise UserError(f"no arm of {root} has finished its evaluation yet", where=str(state_path))
-    baseline = exp["baseline"] if any(a.label == exp["baseline"] for a in arms) else None
+    if baseline is not None and baseline not in (labels := [raw["label"] for raw in exp["arms"]]):
+        raise UserError(
+            f"no arm {baseline!r} to compare with",
+            where=str(state_path),
+            fix=f"name one of: {', '.join(labels)}",
+        )
+    if baseline is not None and not any(a.label == baseline for a in arms):
+        raise UserError(f"arm {baseline!r} has no finished evaluation yet", where=str(state_path))
+    baseline = baseline or exp["baseline"]
+    baseline = baseline if any(a.label == baseline for a in arms) else None
     stats = {a.label: arm_stats(a.matrix()) for a in arms}
     paired = compare_to_baseline({a.label: a.by_seed() for a in arms}, baseline) if baseline else {}
 
-    plots_dir = root / "plots"
-    plots_dir.mkdir(exist_ok=True)
+    plots_dir = out / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
     plots = [
         interval_bars(
             [a.label for a in arms],
@@ -130,7 +142,7 @@ def write_experiment_report(root: Path) -> Path:
     contamination = contamination_table(exp)  # None when no stage's data and eval set are files
     if contamination:
         md += ["## Training data vs eval set (`r1lab data check`)", contamination]
-    (root / "results.md").write_text("\n\n".join(md) + "\n")
+    (out / "results.md").write_text("\n\n".join(md) + "\n")
 
     parts = [
         f"<p>{html.escape(_summary_line(arms, exp, baseline))}</p>",
@@ -155,8 +167,8 @@ def write_experiment_report(root: Path) -> Path:
     for a in arms:
         eval_dir = Path(exp_run(exp, a.label)["eval_dir"])
         parts += [f"<h3>{html.escape(a.label)}</h3>", samples_html(eval_dir / "samples.jsonl")]
-    (root / "report.html").write_text(page(title, parts))
-    return root / "results.md"
+    (out / "report.html").write_text(page(title, parts))
+    return out / "results.md"
 
 
 def exp_run(exp: dict[str, Any], label: str) -> dict[str, Any]:
