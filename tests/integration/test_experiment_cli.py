@@ -81,6 +81,12 @@ def test_seeded_experiment_shares_stages_reruns_only_what_changed_and_rerenders(
     assert shown.returncode == 0, shown.stderr
     assert (run / "results.md").read_text() == table
     assert "| SFT→RL |" in shown.stdout and (run / "report.html").is_file()
+    against_rl = r1lab("report", str(run), "--baseline", "SFT→RL", "--out", str(tmp_path / "vs-rl"))
+    assert against_rl.returncode == 0, against_rl.stderr
+    assert "Δ vs SFT→RL" in (tmp_path / "vs-rl" / "results.md").read_text()
+    assert (run / "results.md").read_text() == table  # the run's own report is left as it was
+    unknown = r1lab("report", str(run), "--baseline", "DPO")
+    assert unknown.returncode != 0 and "no arm 'DPO'" in unknown.stderr
 
     changed = recipe(tmp_path, tiny_model_dir, (SFT, {**RL, "optim": {"lr": 5e-4}}), **seeded)
     third = r1lab("run", str(changed))
