@@ -138,4 +138,4 @@ def test_the_task_must_have_a_distinct_problem_per_example_and_pair(tmp_path):
         plan_of(tmp_path, arms({"label": "a", "stages": ["sft", "dpo"], "sft_share": 0.5}), train_size=29)
     no_pairs = [STAGES[0], {**STAGES[1], "pairs": None}]
     with pytest.raises(UserError, match="has no `pairs:` section"):
-        plan_of(tmp_path, arms({"label": "a", "stages": ["sft"], "sft_share": 1}), stages=no_pairs)
+        plan_of(tmp_path / "other", arms({"label": "a", "stages": ["sft"], "sft_share": 1}), stages=no_pairs)
